@@ -1,0 +1,1 @@
+"""The OpenID Connect issuer: discovery, JWKS, tenants and token minting."""
