@@ -1,11 +1,11 @@
 """Errors raised by the keys package.
 
-    KeysError
-     ├── KeyStoreCorrupt     the store on disk cannot be trusted; the service must not start
-     ├── KeyStoreLocked      another process held the store lock for too long
-     ├── RotationRefused     a lifecycle change would break a verifier; says when it becomes safe
-     ├── UnknownKey          no key with that kid
-     └── PolicyError         rotation settings that contradict each other
+KeysError
+ ├── KeyStoreCorrupt     the store on disk cannot be trusted; the service must not start
+ ├── KeyStoreLocked      another process held the store lock for too long
+ ├── RotationRefused     a lifecycle change would break a verifier; says when it becomes safe
+ ├── UnknownKey          no key with that kid
+ └── PolicyError         rotation settings that contradict each other
 """
 
 from __future__ import annotations

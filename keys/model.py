@@ -80,8 +80,10 @@ class RotationPolicy:
     def validate(self) -> None:
         """Raise PolicyError naming the setting to change when the values contradict each other."""
         if self.jwks_max_age <= timedelta(0):
-            raise PolicyError("WARRANT_JWKS_MAX_AGE must be positive: max-age=0 makes STS refetch "
-                              "the JWKS on every call and parallel exchanges fail")
+            raise PolicyError(
+                "WARRANT_JWKS_MAX_AGE must be positive: max-age=0 makes STS refetch "
+                "the JWKS on every call and parallel exchanges fail"
+            )
         if self.publish_ahead <= self.jwks_max_age + self.reload_interval:
             raise PolicyError(
                 "WARRANT_KEY_PUBLISH_AHEAD "

@@ -8,8 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
+from issuer.apikeys import Role
+from issuer.runtime import IssuerRuntime
+from issuer.settings import Settings
 from tests.services import POSTGRES_DB, POSTGRES_HOST, POSTGRES_PORT, require_service
 
 
@@ -17,7 +21,9 @@ class FakeClock:
     """An injected clock that only moves when a test moves it."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+        # Starts at the real time (whole seconds) so independent verifiers such as pyjwt,
+        # which read the wall clock, accept what was minted at the start of a test.
+        self.now = start or datetime.now(UTC).replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now
@@ -52,9 +58,57 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, database=POSTGRES_DB,
-                                 user="postgres")
+    conn = await asyncpg.connect(
+        host=POSTGRES_HOST, port=POSTGRES_PORT, database=POSTGRES_DB, user="postgres"
+    )
     try:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+ISSUER = "https://issuer.example.test"
+
+
+def issuer_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    return {"WARRANT_DATA_DIR": str(data_dir), "WARRANT_ISSUER_URL": ISSUER, **extra}
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return Settings.from_env(issuer_env(data_dir))
+
+
+@pytest.fixture
+async def runtime(settings: Settings, clock: FakeClock) -> AsyncIterator[IssuerRuntime]:
+    rt = await IssuerRuntime.open(settings, clock)
+    yield rt
+    await rt.close()
+
+
+@pytest.fixture
+async def public(runtime: IssuerRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=runtime.public_app)
+    async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:
+        yield client
+
+
+@pytest.fixture
+async def internal(runtime: IssuerRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=runtime.internal_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://internal") as client:
+        yield client
+
+
+def bearer(runtime: IssuerRuntime, role: Role) -> dict[str, str]:
+    return {"Authorization": "Bearer " + runtime.api_key_files[role].read_text().strip()}
+
+
+@pytest.fixture
+def admin(runtime: IssuerRuntime) -> dict[str, str]:
+    return bearer(runtime, Role.ADMIN)
+
+
+@pytest.fixture
+def agent(runtime: IssuerRuntime) -> dict[str, str]:
+    return bearer(runtime, Role.AGENT)

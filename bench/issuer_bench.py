@@ -1,0 +1,153 @@
+"""The issuer's figures: serving the published documents, and minting tokens.
+
+jwks, discovery  req/s of the real public listener ÷ req/s of the bare app (same request).
+mint             req/s of POST /v1/tokens ÷ the serial limit 1/(1/sign_rate + 1/bare_rate):
+                 what one core could do if a request cost exactly one signature plus the bare
+                 HTTP round trip. The gap is everything else on the minting path.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from bench.cpustat import Interference
+from bench.errors import BenchError
+from bench.loadgen import HttpRequest
+from bench.registry import Benchmark, Session
+from bench.report import Figure
+from bench.servers import Warrant
+from issuer.discovery import DISCOVERY_PATH, JWKS_PATH
+
+__all__ = ["BENCHMARKS"]
+
+DOCUMENT_TARGET = 0.9
+MINT_TARGET = 0.85
+MINT_ALGS = ("RS256", "ES256")
+TENANT = "acme"
+MINT_BODY = json.dumps({"tenant": TENANT}, separators=(",", ":"))
+# Set-up requests before a measurement; a healthy local server answers in milliseconds.
+SETUP_TIMEOUT = timedelta(seconds=10)
+
+
+def jwks(session: Session) -> list[Figure]:
+    return [_document(session, "jwks", JWKS_PATH)]
+
+
+def discovery(session: Session) -> list[Figure]:
+    return [_document(session, "discovery", DISCOVERY_PATH)]
+
+
+def mint(session: Session) -> list[Figure]:
+    return [_mint(session, alg) for alg in MINT_ALGS]
+
+
+BENCHMARKS = (
+    Benchmark("jwks", "GET /.well-known/jwks.json ÷ the bare app", jwks),
+    Benchmark("discovery", "GET /.well-known/openid-configuration ÷ the bare app", discovery),
+    Benchmark(
+        "mint",
+        "POST /v1/tokens (RS256, then ES256) ÷ the serial limit of signing + bare HTTP",
+        mint,
+    ),
+)
+
+
+def _document(session: Session, name: str, path: str) -> Figure:
+    warrant = session.warrant("RS256")
+    request = HttpRequest(warrant.public_url + path)
+    _call(warrant, request, expect=200)
+    bare = session.baseline(request)
+    run = session.load(name, request, warrant.server)
+    return Figure(
+        name=name,
+        measured=run.requests_per_second,
+        baseline=bare.requests_per_second,
+        baseline_label="bare GET",
+        target=DOCUMENT_TARGET,
+        errors=run.errors + bare.errors,
+        others_pct=_worst(run.interference, bare.interference),
+    )
+
+
+def _mint(session: Session, alg: str) -> Figure:
+    name = f"mint {alg}"
+    warrant = session.warrant(alg)
+    url = f"{warrant.internal_url}/v1/tokens"
+    request = HttpRequest(
+        url,
+        method="POST",
+        body=MINT_BODY,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {warrant.api_key('agent')}",
+        },
+    )
+    _add_tenant(warrant)
+    token = _call(warrant, request, expect=200)
+    if not isinstance(token.get("token"), str) or not isinstance(token.get("kid"), str):
+        raise BenchError(f"{name}: POST /v1/tokens answered without a token: {token}")
+    # The signing input of a real token: the same header and claims sizes the server signs.
+    signing_input = token["token"].rsplit(".", 1)[0].encode("ascii")
+    sign = session.sign_rate(f"sign {alg}", warrant, signing_input, token["kid"])
+    bare = session.baseline(request)
+    run = session.load(name, request, warrant.server)
+    limit = 1 / (1 / sign.rate + 1 / bare.requests_per_second)
+    return Figure(
+        name=name,
+        measured=run.requests_per_second,
+        baseline=limit,
+        baseline_label="serial limit",
+        target=MINT_TARGET,
+        errors=run.errors + bare.errors,
+        others_pct=_worst(run.interference, bare.interference, sign.interference),
+        note=(
+            f"serial limit = 1/(1/{sign.rate:,.0f} sign/s + 1/{bare.requests_per_second:,.0f} "
+            f"bare POST req/s); signing alone would allow {sign.rate:,.0f}/s"
+        ),
+    )
+
+
+def _worst(*noise: Interference | None) -> float:
+    return max((n.worst_pct for n in noise if n is not None), default=0.0)
+
+
+def _add_tenant(warrant: Warrant) -> None:
+    url = f"{warrant.internal_url}/v1/tenants"
+    admin = {"Authorization": f"Bearer {warrant.api_key('admin')}"}
+    body = json.dumps({"slug": TENANT, "name": "Acme Corp"})
+    # 409: already there (the same server measured twice); either way the tenant exists.
+    _call(warrant, HttpRequest(url, "POST", body, admin), expect=(201, 409))
+
+
+def _call(
+    warrant: Warrant, request: HttpRequest, *, expect: int | tuple[int, ...]
+) -> dict[str, Any]:
+    """One set-up request; its JSON object answer, or BenchError with the answer (and the
+    server's stderr) when the status is not the expected one."""
+    expected = (expect,) if isinstance(expect, int) else expect
+    try:
+        response = httpx.request(
+            request.method,
+            request.url,
+            content=request.body,
+            headers=dict(request.headers),
+            timeout=SETUP_TIMEOUT.total_seconds(),
+        )
+    except httpx.HTTPError as exc:
+        warrant.server.check_alive()
+        raise BenchError(f"{request.describe()} failed: {exc}") from exc
+    if response.status_code not in expected:
+        raise BenchError(
+            f"{request.describe()} answered {response.status_code}, expected "
+            f"{' or '.join(map(str, expected))}: {response.text[:500]}\n"
+            f"{warrant.server.stderr_tail()}"
+        )
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

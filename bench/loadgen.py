@@ -1,0 +1,204 @@
+"""The load generator: run wrk against one URL for a fixed time and read what it reports.
+
+wrk is not our code, so a slow client can never be mistaken for a slow server. It counts every
+response with a status above 399 and every socket error; a run with any of them is not a
+measurement of the happy path, and says so.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+
+from bench.cpustat import Interference
+from bench.errors import BenchError
+from bench.machine import child_setup
+
+__all__ = ["HttpRequest", "LoadResult", "Wrk", "WrkMissing", "lua_script", "parse_wrk_output"]
+
+INSTALL_HINT = "wrk is not installed; install it with: sudo apt-get install wrk"
+# One wrk thread keeps the load generator on its one pinned CPU; the connections give concurrency.
+WRK_THREADS = 1
+# wrk's per-request timeout: a response slower than this counts as a timeout error, not a sample.
+REQUEST_TIMEOUT = timedelta(seconds=2)
+# wrk runs for its duration plus connection setup and printing; far beyond that it has hung.
+RUN_GRACE = timedelta(seconds=30)
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+_TIME = r"([\d.]+)(us|ms|s|m|h)"
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)\s*$", re.MULTILINE)
+_TOTAL = re.compile(rf"^\s*(\d+) requests in {_TIME},", re.MULTILINE)
+_PERCENTILE = re.compile(rf"^\s*(50|90|99)%\s+{_TIME}\s*$", re.MULTILINE)
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_BAD_STATUS = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+class WrkMissing(BenchError):
+    """wrk is not on this machine."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """What every connection sends, over and over."""
+
+    url: str
+    method: str = "GET"
+    body: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def at(self, url: str) -> HttpRequest:
+        """The same request sent to another URL (a baseline server)."""
+        return replace(self, url=url)
+
+    def describe(self) -> str:
+        return f"{self.method} {self.url}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    name: str
+    request: str
+    connections: int
+    seconds: float
+    requests: int
+    requests_per_second: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    bad_status: int  # responses with a status above 399
+    socket_errors: Mapping[str, int]  # connect, read, write, timeout
+    interference: Interference | None = None  # others' use of the pinned CPUs meanwhile
+
+    @property
+    def errors(self) -> int:
+        return self.bad_status + sum(self.socket_errors.values())
+
+    def error_summary(self) -> str:
+        """Empty when clean, else e.g. '12 status>399, read 3'."""
+        parts = [f"{self.bad_status} status>399"] if self.bad_status else []
+        parts += [f"{kind} {count}" for kind, count in self.socket_errors.items() if count]
+        return ", ".join(parts)
+
+
+class Wrk:
+    def __init__(self, path: str, *, connections: int, cpu: int | None, scratch: Path) -> None:
+        self._path = path
+        self._connections = connections
+        self._cpu = cpu
+        self._scratch = scratch
+
+    @classmethod
+    def find(cls, *, connections: int, cpu: int | None, scratch: Path) -> Wrk:
+        """Raises WrkMissing, whose message says how to install it."""
+        path = shutil.which("wrk")
+        if path is None:
+            raise WrkMissing(INSTALL_HINT)
+        return cls(path, connections=connections, cpu=cpu, scratch=scratch)
+
+    @property
+    def connections(self) -> int:
+        return self._connections
+
+    def version(self) -> str:
+        # `wrk -v` prints its version line, then the usage, and exits 1.
+        result = subprocess.run(
+            [self._path, "-v"], capture_output=True, text=True, timeout=10, check=False
+        )
+        first = (result.stdout or result.stderr).strip().splitlines()
+        return first[0].split(" Copyright")[0] if first else "unknown"
+
+    def run(self, name: str, request: HttpRequest, seconds: int) -> LoadResult:
+        """Load `request.url` for `seconds` with every connection busy; raises BenchError when
+        wrk fails or prints something we cannot read."""
+        with tempfile.TemporaryDirectory(dir=self._scratch, prefix="wrk-") as directory:
+            argv = [
+                self._path,
+                f"-t{WRK_THREADS}",
+                f"-c{self._connections}",
+                f"-d{seconds}s",
+                f"--timeout={int(REQUEST_TIMEOUT.total_seconds())}s",
+                "--latency",
+            ]
+            if request.method != "GET" or request.body is not None or request.headers:
+                script = Path(directory) / "request.lua"
+                script.write_text(lua_script(request), encoding="utf-8")
+                argv += ["-s", str(script)]
+            argv.append(request.url)
+            try:
+                result = subprocess.run(
+                    argv,
+                    capture_output=True,
+                    text=True,
+                    timeout=seconds + RUN_GRACE.total_seconds(),
+                    check=False,
+                    preexec_fn=child_setup(self._cpu),
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise BenchError(f"wrk did not finish {name} within {seconds}s + grace") from exc
+        if result.returncode != 0:
+            raise BenchError(
+                f"wrk failed on {name} (exit {result.returncode}): {result.stderr.strip()}"
+            )
+        return parse_wrk_output(name, request, self._connections, result.stdout)
+
+
+def lua_script(request: HttpRequest) -> str:
+    """A wrk script that sends `request`; wrk adds Content-Length for the body itself."""
+    lines = [f"wrk.method = {_lua_string(request.method)}"]
+    if request.body is not None:
+        lines.append(f"wrk.body = {_lua_string(request.body)}")
+    lines += [
+        f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}"
+        for name, value in request.headers.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _lua_string(text: str) -> str:
+    """A Lua string literal for any text: every byte outside printable ASCII, and the quote
+    and backslash, as a decimal escape."""
+    out = []
+    for byte in text.encode("utf-8"):
+        char = chr(byte)
+        out.append(char if 32 <= byte < 127 and char not in '"\\' else f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
+
+
+def parse_wrk_output(name: str, request: HttpRequest, connections: int, output: str) -> LoadResult:
+    """Requests/sec, the latency percentiles and the errors from `wrk --latency`."""
+    rps = _RPS.search(output)
+    total = _TOTAL.search(output)
+    percentiles = {int(m[1]): _ms(m[2], m[3]) for m in _PERCENTILE.finditer(output)}
+    if rps is None or total is None or not {50, 90, 99} <= percentiles.keys():
+        raise BenchError(f"cannot read wrk's report for {name}:\n{output}")
+    sockets = _SOCKET_ERRORS.search(output)
+    bad_status = _BAD_STATUS.search(output)
+    return LoadResult(
+        name=name,
+        request=request.describe(),
+        connections=connections,
+        seconds=_ms(total[2], total[3]) / 1000,
+        requests=int(total[1]),
+        requests_per_second=float(rps[1]),
+        p50_ms=percentiles[50],
+        p90_ms=percentiles[90],
+        p99_ms=percentiles[99],
+        bad_status=int(bad_status[1]) if bad_status else 0,
+        socket_errors=dict(
+            zip(
+                ("connect", "read", "write", "timeout"),
+                (int(count) for count in sockets.groups()) if sockets else (0, 0, 0, 0),
+                strict=True,
+            )
+        ),
+    )
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _UNIT_MS[unit]

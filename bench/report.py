@@ -1,0 +1,262 @@
+"""Figures, and the report of one run: a plain table on stdout, the same as JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.cpustat import Interference
+from bench.loadgen import LoadResult
+from bench.sign import SignResult
+
+__all__ = ["Figure", "Report", "render_markdown", "render_text", "write"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Above this share of a pinned CPU taken by other processes, a run's rate is not comparable.
+NOISY_PCT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One measured rate against its baseline; `errors` counts failures in the runs behind it."""
+
+    name: str
+    measured: float
+    baseline: float
+    baseline_label: str
+    target: float
+    errors: int
+    note: str = ""
+    others_pct: float = 0.0  # the worst share of a pinned CPU others took in the runs behind it
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.baseline if self.baseline > 0 else 0.0
+
+    @property
+    def verdict(self) -> str:
+        """ERROR when any request failed: the rate is then not that of the happy path."""
+        if self.errors:
+            return "ERROR"
+        return "PASS" if self.ratio >= self.target else "MISS"
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    date: str
+    machine: Mapping[str, str]
+    options: Mapping[str, Any]
+    figures: Sequence[Figure]
+    runs: Sequence[LoadResult]
+    signs: Sequence[SignResult]
+
+    @property
+    def clean(self) -> bool:
+        return all(figure.errors == 0 for figure in self.figures)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "date": self.date,
+            "machine": dict(self.machine),
+            "options": dict(self.options),
+            "figures": [
+                {
+                    "name": f.name,
+                    "measured_rps": round(f.measured, 1),
+                    "baseline_rps": round(f.baseline, 1),
+                    "baseline": f.baseline_label,
+                    "ratio": round(f.ratio, 3),
+                    "target": f.target,
+                    "errors": f.errors,
+                    "verdict": f.verdict,
+                    "others_cpu_pct": f.others_pct,
+                    "note": f.note,
+                }
+                for f in self.figures
+            ],
+            "load_runs": [
+                {
+                    "name": r.name,
+                    "request": r.request,
+                    "connections": r.connections,
+                    "seconds": r.seconds,
+                    "requests": r.requests,
+                    "rps": r.requests_per_second,
+                    "p50_ms": r.p50_ms,
+                    "p90_ms": r.p90_ms,
+                    "p99_ms": r.p99_ms,
+                    "status_over_399": r.bad_status,
+                    "socket_errors": dict(r.socket_errors),
+                    "others_cpu_pct": _interference_json(r.interference),
+                }
+                for r in self.runs
+            ],
+            "sign_runs": [
+                {
+                    "name": s.name,
+                    "alg": s.alg,
+                    "kid": s.kid,
+                    "payload_bytes": s.payload_bytes,
+                    "signatures": s.signatures,
+                    "seconds": round(s.seconds, 3),
+                    "rate": round(s.rate, 1),
+                    "others_cpu_pct": _interference_json(s.interference),
+                }
+                for s in self.signs
+            ],
+        }
+
+
+def _interference_json(noise: Interference | None) -> dict[str, float] | None:
+    if noise is None:
+        return None
+    return {"server_cpu": noise.server_cpu_pct, "loadgen_cpu": noise.loadgen_cpu_pct}
+
+
+def _others(noise: Interference | None) -> str:
+    if noise is None:
+        return "n/a"
+    mark = " !" if noise.worst_pct > NOISY_PCT else ""
+    return f"{noise.server_cpu_pct:g}/{noise.loadgen_cpu_pct:g}{mark}"
+
+
+def _figure_rows(report: Report) -> list[list[str]]:
+    return [
+        [
+            f.name,
+            f"{f.measured:,.0f} req/s",
+            f"{f.baseline:,.0f} req/s ({f.baseline_label})",
+            f"{f.ratio:.3f}",
+            f">= {f.target:.2f}",
+            f.verdict + (" (noisy)" if f.others_pct > NOISY_PCT else ""),
+        ]
+        for f in report.figures
+    ]
+
+
+def _run_rows(report: Report) -> list[list[str]]:
+    return [
+        [
+            r.name,
+            r.request,
+            f"{r.requests_per_second:,.0f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p90_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.requests:,}",
+            r.error_summary() or "0",
+            _others(r.interference),
+        ]
+        for r in report.runs
+    ]
+
+
+def _sign_rows(report: Report) -> list[list[str]]:
+    return [
+        [
+            s.name,
+            s.alg,
+            s.kid[:16] + "...",
+            f"{s.payload_bytes} B",
+            f"{s.signatures:,}",
+            f"{s.rate:,.0f}",
+        ]
+        for s in report.signs
+    ]
+
+
+FIGURE_HEADERS = ["figure", "measured", "baseline", "ratio", "target", "result"]
+RUN_HEADERS = [
+    "load run",
+    "request",
+    "req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "requests",
+    "errors",
+    "others %",
+]
+SIGN_HEADERS = ["sign run", "alg", "kid", "input", "signatures", "sign/s", "others %"]
+
+
+def _notes(report: Report) -> list[str]:
+    notes = [f"{f.name}: {f.note}" for f in report.figures if f.note]
+    notes.append(
+        "others %: share of the server CPU / wrk CPU used by other processes (or stolen by the "
+        f"hypervisor) during the run; '!' marks more than {NOISY_PCT:g}%, where the rate is "
+        "not comparable: rerun on a quiet machine"
+    )
+    return notes
+
+
+def _header_lines(report: Report) -> list[str]:
+    m, o = report.machine, report.options
+    return [
+        f"date     {report.date}",
+        f"machine  {m['cpu_count']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, "
+        f"Python {m['python']}",
+        f"stack    uvicorn {m['uvicorn']}, uvloop {m['uvloop']}, httptools {m['httptools']}, "
+        f"starlette {m['starlette']}, cryptography {m['cryptography']}",
+        f"load     {m['wrk']}: -t1 -c{o['connections']}, {o['duration']} s measured after "
+        f"{o['warmup']} s warm-up; {m['pinning']}",
+    ]
+
+
+def render_text(report: Report) -> str:
+    parts = [
+        "\n".join(_header_lines(report)),
+        _text_table(FIGURE_HEADERS, _figure_rows(report)),
+        _text_table(RUN_HEADERS, _run_rows(report)),
+    ]
+    if report.signs:
+        parts.append(_text_table(SIGN_HEADERS, _sign_rows(report)))
+    if notes := _notes(report):
+        parts.append("\n".join(notes))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_markdown(report: Report) -> str:
+    parts = [
+        "# Warrant benchmarks",
+        "\n".join(
+            f"- {line.split(' ', 1)[0]}: {line.split(' ', 1)[1].strip()}"
+            for line in _header_lines(report)
+        ),
+        "## Figures\n\n" + _markdown_table(FIGURE_HEADERS, _figure_rows(report)),
+        "## Load runs\n\n" + _markdown_table(RUN_HEADERS, _run_rows(report)),
+    ]
+    if report.signs:
+        parts.append("## Signing\n\n" + _markdown_table(SIGN_HEADERS, _sign_rows(report)))
+    if notes := _notes(report):
+        parts.append("## Notes\n\n" + "\n".join(f"- {note}" for note in notes))
+    return "\n\n".join(parts) + "\n"
+
+
+def write(report: Report, directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
+    """`latest.json` and `latest.md` in `directory` (git-ignored)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / "latest.json", directory / "latest.md"
+    json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(render_markdown(report), encoding="utf-8")
+    return json_path, md_path
+
+
+def _text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        cells = [cell.ljust(width) for cell, width in zip(cells, widths, strict=True)]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])

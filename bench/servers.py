@@ -1,0 +1,198 @@
+"""Servers under test as subprocesses on free 127.0.0.1 ports: started, checked, always stopped.
+
+Each server is pinned to the server CPU, writes its output to files (a full pipe would stall a
+server under load) and dies with the benchmark even if the benchmark is killed outright.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+from bench.bare import PATH
+from bench.errors import BenchError
+from bench.machine import child_setup
+
+__all__ = ["BareServer", "RunningServer", "Warrant", "bare_server", "free_port", "warrant_server"]
+
+# A cold start imports the whole stack and may generate an RSA key; a loaded machine needs time.
+START_TIMEOUT = timedelta(seconds=30)
+# Warrant drains in-flight requests for up to 10 s on SIGTERM; past 15 s it is stuck.
+STOP_TIMEOUT = timedelta(seconds=15)
+HEALTH_POLL = timedelta(milliseconds=50)
+HEALTH_REQUEST_TIMEOUT = timedelta(seconds=1)
+# How much of a failed server's stderr to show: the traceback, not a whole log.
+STDERR_TAIL_CHARS = 4_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    name: str
+    process: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    def stderr_tail(self) -> str:
+        try:
+            text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return text[-STDERR_TAIL_CHARS:].strip()
+
+    def check_alive(self) -> None:
+        """Raises BenchError, with the server's stderr, when it has exited."""
+        code = self.process.poll()
+        if code is not None:
+            raise BenchError(f"{self.name} exited with status {code}:\n{self.stderr_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not drain in time. Never raises."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT.total_seconds())
+            except subprocess.TimeoutExpired:
+                print(f"warning: {self.name} ignored SIGTERM; killing it", file=sys.stderr)
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def started(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    health_urls: Sequence[str],
+    cpu: int | None,
+    workdir: Path,
+) -> Iterator[RunningServer]:
+    """Start `argv`, wait until every health URL answers 200, yield, and always stop it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stdout_path, stderr_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            # The benchmark runs no threads of its own when it starts a server.
+            preexec_fn=child_setup(cpu),  # noqa: PLW1509
+        )
+    server = RunningServer(name, process, stdout_path, stderr_path)
+    try:
+        _wait_healthy(server, health_urls)
+        yield server
+    finally:
+        server.stop()
+
+
+def _wait_healthy(server: RunningServer, urls: Sequence[str]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT.total_seconds()
+    pending = list(urls)
+    with httpx.Client(timeout=HEALTH_REQUEST_TIMEOUT.total_seconds()) as client:
+        while pending:
+            server.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{server.name} did not become healthy within "
+                    f"{START_TIMEOUT.total_seconds():g}s at {pending[0]}; its stderr:\n"
+                    f"{server.stderr_tail() or '(empty)'}"
+                )
+            try:
+                if client.get(pending[0]).status_code == 200:
+                    pending.pop(0)
+                    continue
+            except httpx.TransportError:
+                pass
+            time.sleep(HEALTH_POLL.total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class BareServer:
+    server: RunningServer
+    url: str  # of its one route
+
+
+@contextmanager
+def bare_server(*, cpu: int | None, workdir: Path) -> Iterator[BareServer]:
+    """`python -m bench.bare` on a free port."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}{PATH}"
+    argv = [sys.executable, "-m", "bench.bare", "--port", str(port)]
+    python_path = [_repo_root(), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+    with started("bare", argv, env=env, health_urls=[url], cpu=cpu, workdir=workdir) as server:
+        yield BareServer(server, url)
+
+
+@dataclass(frozen=True, slots=True)
+class Warrant:
+    server: RunningServer
+    alg: str
+    public_url: str
+    internal_url: str
+    data_dir: Path
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    def api_key(self, role: str) -> str:
+        """The bootstrap API key `warrant serve` wrote for `role` (admin or agent)."""
+        return (self.data_dir / f"{role}.key").read_text(encoding="ascii").strip()
+
+
+@contextmanager
+def warrant_server(alg: str, *, cpu: int | None, workdir: Path) -> Iterator[Warrant]:
+    """The real `warrant serve` in dev mode, on a fresh data dir under `workdir`."""
+    executable = Path(sys.executable).parent / "warrant"
+    if not executable.exists():
+        raise BenchError(f"{executable} not found; run 'make setup' to install Warrant")
+    data_dir = workdir / f"warrant-{alg.lower()}-data"
+    public, internal = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARRANT_")}
+    env.update(
+        {
+            "WARRANT_DEV": "1",
+            "WARRANT_DATA_DIR": str(data_dir),
+            "WARRANT_PUBLIC_ADDR": f"127.0.0.1:{public}",
+            "WARRANT_INTERNAL_ADDR": f"127.0.0.1:{internal}",
+            "WARRANT_KEY_ALG": alg,
+            "WARRANT_LOG_LEVEL": "WARNING",
+        }
+    )
+    public_url, internal_url = f"http://127.0.0.1:{public}", f"http://127.0.0.1:{internal}"
+    with started(
+        f"warrant-{alg.lower()}",
+        [str(executable), "serve"],
+        env=env,
+        health_urls=[f"{public_url}/healthz", f"{internal_url}/healthz"],
+        cpu=cpu,
+        workdir=workdir,
+    ) as server:
+        yield Warrant(server, alg, public_url, internal_url, data_dir)
+
+
+def _repo_root() -> str:
+    """So `python -m bench.bare` resolves from any working directory."""
+    return str(Path(__file__).resolve().parent.parent)

@@ -1,0 +1,254 @@
+"""`warrant` — the operator's command line. Builds real objects from the environment; every
+error is one line on stderr that says what to fix, and exit status 1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import click
+import uvloop
+from sqlalchemy.exc import SQLAlchemyError
+
+from issuer.apikeys import Role, SqlApiKeyStore
+from issuer.db import create_engine, create_schema
+from issuer.errors import IssuerError
+from issuer.http import iso
+from issuer.runtime import IssuerRuntime, build_key_manager, utc_now
+from issuer.server import Listener, serve
+from issuer.settings import Settings
+from issuer.tenants import SqlTenantStore, audience_for
+from keys.cli import keys as keys_group
+from keys.errors import KeysError
+from keys.manager import KeyManager
+
+P = ParamSpec("P")
+T = TypeVar("T")
+log = logging.getLogger("warrant")
+
+
+@dataclass
+class CliContext:
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def settings(self, *, serving: bool = False) -> Settings:
+        return Settings.from_env(self.env, require_issuer=serving)
+
+    def key_manager_factory(self) -> KeyManager:
+        return build_key_manager(self.settings(), utc_now)
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T | None]:
+    """Run the command's coroutine; known errors become one clean line, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | None:
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(func(*args, **kwargs))
+        except (IssuerError, KeysError) as exc:
+            fail(str(exc))
+        except SQLAlchemyError as exc:
+            fail(
+                f"database error ({type(exc).__name__}); check WARRANT_DATABASE_URL and that "
+                "the database is reachable"
+            )
+        except OSError as exc:
+            fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        return None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="warrant")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Warrant: an OIDC issuer and short-lived AWS credential broker for sandboxed agents."""
+    ctx.obj = CliContext()
+    logging.basicConfig(
+        level=os.environ.get("WARRANT_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+main.add_command(keys_group)
+
+
+@main.command("serve")
+@click.pass_obj
+@run_async
+async def serve_command(obj: CliContext) -> None:
+    """Start the public and internal listeners."""
+    settings = obj.settings(serving=True)
+    if settings.dev:
+        click.echo(DEV_WARNING, err=True)
+    runtime = await IssuerRuntime.open(settings)
+    listeners = [
+        Listener("public", runtime.public_app, settings.public_addr, "WARRANT_PUBLIC_ADDR"),
+        Listener("internal", runtime.internal_app, settings.internal_addr, "WARRANT_INTERNAL_ADDR"),
+    ]
+    try:
+        await serve(
+            listeners,
+            background=runtime.run_background,
+            on_ready=lambda: click.echo(ready_banner(runtime)),
+        )
+    finally:
+        await runtime.close()
+
+
+DEV_WARNING = """\
+WARNING: WARRANT_DEV=1 — development mode. The issuer URL may be plain http on 127.0.0.1, which
+WARNING: AWS STS can never reach or trust. Do not run this configuration in production."""
+
+
+def ready_banner(runtime: IssuerRuntime) -> str:
+    s = runtime.settings
+    admin = runtime.api_key_files.get(Role.ADMIN)
+    agent = runtime.api_key_files.get(Role.AGENT)
+    internal = f"http://{s.internal_addr}"
+    return f"""\
+Warrant is serving.
+  issuer     {s.issuer_url}
+  public     http://{s.public_addr}   discovery + JWKS (the only listener to expose)
+  internal   {internal}   minting, tenants, keys, /readyz, /metrics
+  admin key  {admin}
+  agent key  {agent}
+Try next:
+  curl -s {s.issuer_url}/.well-known/openid-configuration
+  curl -s {s.jwks_uri}
+  curl -s -X POST {internal}/v1/tenants -H "Authorization: Bearer $(cat {admin})" \\
+       -d '{{"slug": "acme", "name": "Acme Corp"}}'
+  curl -s -X POST {internal}/v1/tokens -H "Authorization: Bearer $(cat {agent})" \\
+       -d '{{"tenant": "acme", "subject": "agent-1"}}'
+  warrant keys list
+Stop with Ctrl-C."""
+
+
+async def _tenant_store(obj: CliContext) -> tuple[SqlTenantStore, Callable[[], Awaitable[None]]]:
+    settings = obj.settings()
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    return SqlTenantStore(engine, utc_now), engine.dispose
+
+
+@main.group()
+def tenants() -> None:
+    """Tenants: each gets its own token audience, <slug>-oidc-service."""
+
+
+@tenants.command("add")
+@click.argument("slug")
+@click.option("--name", help="Friendly name (defaults to the slug).")
+@click.pass_obj
+@run_async
+async def tenants_add(obj: CliContext, slug: str, name: str | None) -> None:
+    """Add a tenant."""
+    store, close = await _tenant_store(obj)
+    try:
+        tenant = await store.add(slug, name)
+    finally:
+        await close()
+    click.echo(
+        f"added tenant {tenant.slug} ({tenant.name}); token audience: {audience_for(tenant.slug)}"
+    )
+
+
+@tenants.command("list")
+@click.pass_obj
+@run_async
+async def tenants_list(obj: CliContext) -> None:
+    """List tenants."""
+    store, close = await _tenant_store(obj)
+    try:
+        rows = await store.list()
+    finally:
+        await close()
+    if not rows:
+        click.echo("no tenants; add one with 'warrant tenants add SLUG'")
+        return
+    click.echo(f"{'SLUG':<24} {'AUDIENCE':<40} {'CREATED':<21} NAME")
+    for t in rows:
+        click.echo(f"{t.slug:<24} {audience_for(t.slug):<40} {iso(t.created_at):<21} {t.name}")
+
+
+@tenants.command("remove")
+@click.argument("slug")
+@click.pass_obj
+@run_async
+async def tenants_remove(obj: CliContext, slug: str) -> None:
+    """Remove a tenant: no more tokens are minted for it."""
+    store, close = await _tenant_store(obj)
+    try:
+        await store.remove(slug)
+    finally:
+        await close()
+    click.echo(f"removed tenant {slug}; running services stop minting for it within seconds")
+
+
+@main.group()
+def apikeys() -> None:
+    """API keys of the internal listener (roles: admin, agent)."""
+
+
+async def _api_key_store(obj: CliContext) -> tuple[SqlApiKeyStore, Callable[[], Awaitable[None]]]:
+    settings = obj.settings()
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    return SqlApiKeyStore(engine, utc_now), engine.dispose
+
+
+@apikeys.command("create")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.pass_obj
+@run_async
+async def apikeys_create(obj: CliContext, role: str) -> None:
+    """Create an API key; the key is printed once, on stdout, and never stored in clear."""
+    store, close = await _api_key_store(obj)
+    try:
+        key, secret = await store.create(Role(role))
+    finally:
+        await close()
+    click.echo(f"created {key.role.value} key {key.key_id}", err=True)
+    click.echo(secret)
+
+
+@apikeys.command("list")
+@click.pass_obj
+@run_async
+async def apikeys_list(obj: CliContext) -> None:
+    """List API keys (ids and roles only)."""
+    store, close = await _api_key_store(obj)
+    try:
+        rows = await store.list()
+    finally:
+        await close()
+    click.echo(f"{'ID':<14} {'ROLE':<6} CREATED")
+    for k in rows:
+        click.echo(f"{k.key_id:<14} {k.role.value:<6} {iso(k.created_at)}")
+
+
+@apikeys.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+@run_async
+async def apikeys_revoke(obj: CliContext, key_id: str) -> None:
+    """Revoke an API key."""
+    store, close = await _api_key_store(obj)
+    try:
+        await store.revoke(key_id)
+    finally:
+        await close()
+    click.echo(f"revoked API key {key_id}; running services reject it within seconds")

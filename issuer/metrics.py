@@ -1,0 +1,107 @@
+"""Prometheus metrics: one registry per service instance (no global state) and a small ASGI
+middleware that counts and times requests by listener and route template."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Buckets sized for an in-memory service: most requests finish well under 5 ms.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "warrant_http_requests",
+            "HTTP requests by listener, route and status",
+            ("listener", "route", "method", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "warrant_http_request_duration_seconds",
+            "HTTP request latency",
+            ("listener", "route"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens_minted = Counter(
+            "warrant_tokens_minted",
+            "Tokens minted, by signing algorithm",
+            ("alg",),
+            registry=self.registry,
+        )
+        self.keys = Gauge(
+            "warrant_signing_keys", "Keys in the store by state", ("state",), registry=self.registry
+        )
+        self.active_key_age = Gauge(
+            "warrant_active_key_age_seconds",
+            "Age of the active signing key",
+            registry=self.registry,
+        )
+        self.next_rotation = Gauge(
+            "warrant_seconds_to_next_rotation",
+            "Seconds until the active key is due to rotate",
+            registry=self.registry,
+        )
+
+    def endpoint(self) -> Callable[[Request], Response]:
+        def metrics(_: Request) -> Response:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+        return metrics
+
+    def middleware(self, listener: str) -> Callable[[ASGIApp], ASGIApp]:
+        def wrap(app: ASGIApp) -> ASGIApp:
+            return _MetricsMiddleware(app, self, listener)
+
+        return wrap
+
+
+class _MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, listener: str) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._listener = listener
+        # Resolving labelled children is the expensive part; do it once per combination.
+        self._counters: dict[tuple[str, str, int], Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            key = (path, scope["method"], status)
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._metrics.requests.labels(
+                    self._listener, path, scope["method"], str(status)
+                )
+                self._counters[key] = counter
+            counter.inc()
+            histogram = self._histograms.get(path)
+            if histogram is None:
+                histogram = self._metrics.latency.labels(self._listener, path)
+                self._histograms[path] = histogram
+            histogram.observe(time.perf_counter() - start)

@@ -1,0 +1,119 @@
+"""Run several ASGI listeners in one event loop (uvloop + httptools) and stop them together.
+
+uvicorn's own signal capture is per server; with several servers in one loop, one supervisor
+owns the signals and tells every server to drain and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from issuer.errors import ConfigError
+from issuer.settings import Address
+
+log = logging.getLogger(__name__)
+
+# Idle keep-alive connections are closed after this; STS and SDKs reconnect cheaply.
+KEEP_ALIVE_TIMEOUT = 5
+# On SIGTERM, in-flight requests get this long to finish.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str  # also names the setting in errors, e.g. "public" -> WARRANT_PUBLIC_ADDR
+    app: ASGIApp
+    address: Address
+    setting: str
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the supervisor in serve() owns the signals
+
+
+def uvicorn_config(app: ASGIApp, address: Address) -> uvicorn.Config:
+    """The server settings every listener uses, and the benchmarks' baseline too."""
+    return uvicorn.Config(
+        app,
+        host=address.host,
+        port=address.port,
+        http="httptools",
+        loop="none",
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+        log_config=None,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+
+
+def bind(address: Address, setting: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address.host, address.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"{setting}={address}: cannot listen there ({exc.strerror}); choose a free address"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(
+    listeners: Sequence[Listener],
+    *,
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    on_ready: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Bind every listener first (a taken port fails before anything serves), then serve until
+    SIGINT/SIGTERM or `stop` is set, then drain all of them."""
+    sockets = [bind(listener.address, listener.setting) for listener in listeners]
+    servers = [_Server(uvicorn_config(listener.app, listener.address)) for listener in listeners]
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [
+        asyncio.create_task(server.serve(sockets=[sock]))
+        for server, sock in zip(servers, sockets, strict=True)
+    ]
+    extra = asyncio.create_task(background()) if background else None
+    try:
+        while not all(server.started for server in servers):
+            if any(task.done() for task in tasks):
+                break
+            await asyncio.sleep(0.01)
+        if on_ready and all(server.started for server in servers):
+            on_ready()
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if extra is not None:
+            extra.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await extra
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for sock in sockets:
+            sock.close()

@@ -1,0 +1,112 @@
+"""Run the real `warrant` executable: the server on 127.0.0.1 and the CLI, as an operator would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+WARRANT = str(Path(sys.executable).parent / "warrant")
+# A cold start imports the whole stack; allow for a loaded CI machine.
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARRANT_")}
+    env.update({"WARRANT_DATA_DIR": str(data_dir), "WARRANT_LOG_LEVEL": "WARNING"})
+    env.update(extra)
+    return env
+
+
+def cli(env: Mapping[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [WARRANT, *args], env=dict(env), capture_output=True, text=True, timeout=60, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"warrant {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+@dataclass
+class RunningWarrant:
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+    public_url: str
+    internal_url: str
+    issuer_url: str
+    data_dir: Path
+
+    def key(self, role: str) -> dict[str, str]:
+        return {"Authorization": "Bearer " + (self.data_dir / f"{role}.key").read_text().strip()}
+
+
+def wait_healthy(urls: list[str], process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    pending = list(urls)
+    while pending:
+        if process.poll() is not None:
+            _, err = process.communicate()
+            raise AssertionError(f"warrant serve exited with {process.returncode}: {err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"warrant serve did not become healthy at {pending}")
+        try:
+            if httpx.get(pending[0] + "/healthz", timeout=1.0).status_code == 200:
+                pending.pop(0)
+                continue
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+
+
+@contextmanager
+def running_warrant(data_dir: Path, **extra: str) -> Iterator[RunningWarrant]:
+    """`warrant serve` in dev mode on free loopback ports; stopped with SIGTERM, which must
+    drain and exit 0."""
+    public, internal = free_port(), free_port()
+    env = base_env(
+        data_dir,
+        WARRANT_DEV="1",
+        WARRANT_PUBLIC_ADDR=f"127.0.0.1:{public}",
+        WARRANT_INTERNAL_ADDR=f"127.0.0.1:{internal}",
+        **extra,
+    )
+    process = subprocess.Popen(
+        [WARRANT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    running = RunningWarrant(
+        process,
+        env,
+        f"http://127.0.0.1:{public}",
+        f"http://127.0.0.1:{internal}",
+        env.get("WARRANT_ISSUER_URL", f"http://127.0.0.1:{public}"),
+        data_dir,
+    )
+    try:
+        wait_healthy([running.public_url, running.internal_url], process)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise AssertionError("warrant serve did not stop within 15 s of SIGTERM") from None
+        process.communicate()
