@@ -27,7 +27,7 @@ from bench.report import Figure, Report, render_text, write
 REGISTRY: tuple[Benchmark, ...] = (*issuer_bench.BENCHMARKS,)
 
 DEFAULT_DURATION = 5  # seconds: enough for a stable mean at thousands of requests per second
-DEFAULT_WARMUP = 1  # seconds: connections open, caches and the JIT-free interpreter settle
+DEFAULT_WARMUP = 1  # seconds: connections open and caches fill before the clock starts
 DEFAULT_CONNECTIONS = 32
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 

@@ -14,7 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuMeter", "Interference"]
+__all__ = ["NOISY_PCT", "CpuMeter", "Interference"]
+
+# Above this share of a pinned CPU taken by others, a run's rate is not comparable with another's.
+NOISY_PCT = 5.0
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 # /proc/stat per-CPU columns: user nice system idle iowait irq softirq steal ...
@@ -25,14 +28,19 @@ _UTIME, _STIME = 11, 12
 
 @dataclass(frozen=True, slots=True)
 class Interference:
-    """Percent of one CPU's wall time used by others (processes, or the hypervisor as steal)."""
+    """Percent of one CPU's wall time used by others (processes, or the hypervisor as steal);
+    `loadgen_cpu_pct` is None when no load generator ran (an in-process measurement)."""
 
     server_cpu_pct: float
-    loadgen_cpu_pct: float
+    loadgen_cpu_pct: float | None
 
     @property
     def worst_pct(self) -> float:
-        return max(self.server_cpu_pct, self.loadgen_cpu_pct)
+        return max(self.server_cpu_pct, self.loadgen_cpu_pct or 0.0)
+
+    def describe(self) -> str:
+        loadgen = "-" if self.loadgen_cpu_pct is None else f"{self.loadgen_cpu_pct:g}"
+        return f"{self.server_cpu_pct:g}/{loadgen}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +52,13 @@ class _Sample:
 
 
 class CpuMeter:
-    """Measure around one load run: `start()` before wrk, `stop()` after it has exited."""
+    """Measure around one run: `start()` before, `stop()` after wrk (if any) has exited.
 
-    def __init__(self, server_pid: int, server_cpu: int | None, loadgen_cpu: int | None) -> None:
-        self._pid = server_pid
+    `pid` is the process doing the measured work on `server_cpu`; `loadgen_cpu` is wrk's CPU,
+    None when there is no wrk."""
+
+    def __init__(self, pid: int, server_cpu: int | None, loadgen_cpu: int | None) -> None:
+        self._pid = pid
         self._server_cpu = server_cpu
         self._loadgen_cpu = loadgen_cpu
         self._start: _Sample | None = None
@@ -58,7 +69,7 @@ class CpuMeter:
     def stop(self) -> Interference | None:
         """None when CPUs are not pinned or /proc cannot be read."""
         start, end = self._start, self._sample()
-        if start is None or end is None or self._server_cpu is None or self._loadgen_cpu is None:
+        if start is None or end is None or self._server_cpu is None:
             return None
         wall_ticks = (end.at - start.at) * _TICKS_PER_SECOND
         if wall_ticks <= 0:
@@ -67,7 +78,9 @@ class CpuMeter:
         wrk_ticks = (end.children_seconds - start.children_seconds) * _TICKS_PER_SECOND
         return Interference(
             server_cpu_pct=_others(self._server_cpu, start, end, server_ticks, wall_ticks),
-            loadgen_cpu_pct=_others(self._loadgen_cpu, start, end, wrk_ticks, wall_ticks),
+            loadgen_cpu_pct=None
+            if self._loadgen_cpu is None
+            else _others(self._loadgen_cpu, start, end, wrk_ticks, wall_ticks),
         )
 
     def _sample(self) -> _Sample | None:

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
-from bench.cpustat import CpuMeter
+from bench.cpustat import NOISY_PCT, CpuMeter, Interference
 from bench.loadgen import HttpRequest, LoadResult, Wrk
 from bench.machine import CpuPlan
 from bench.report import Figure
@@ -22,6 +23,12 @@ from bench.servers import BareServer, RunningServer, Warrant, bare_server, warra
 from bench.sign import SignResult, measure_sign_rate
 
 __all__ = ["Benchmark", "Options", "Session"]
+
+# A run disturbed by other processes is measured again this many times at most; the machine may
+# be shared (a test suite, an editor), and a quiet second try is usually seconds away.
+NOISY_RETRIES = 2
+
+R = TypeVar("R", LoadResult, SignResult)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +86,36 @@ class Session:
     # Load.
 
     def load(self, name: str, request: HttpRequest, server: RunningServer) -> LoadResult:
-        """Warm up, then measure; raises BenchError if the server died on the way."""
+        """Warm up, then measure; a run during which other processes took a pinned CPU is
+        repeated (up to NOISY_RETRIES times) and the quietest kept. Raises BenchError if the
+        server died on the way."""
         self._progress(f"{name}: {request.describe()}, {self.options.duration} s ...")
         if self.options.warmup > 0:
             self._wrk.run(f"{name} (warm-up)", request, self.options.warmup)
+        result = self._quietest(lambda: self._measure(name, request, server))
+        self.runs.append(result)
+        return result
+
+    def _quietest(self, measure: Callable[[], R]) -> R:
+        results: list[R] = []
+        for attempt in range(1 + NOISY_RETRIES):
+            if attempt:
+                self._progress("  noisy (other processes used a pinned CPU); measuring again")
+            results.append(measure())
+            if _noise(results[-1].interference) <= NOISY_PCT:
+                break
+        return min(results, key=lambda result: _noise(result.interference))
+
+    def _measure(self, name: str, request: HttpRequest, server: RunningServer) -> LoadResult:
         meter = CpuMeter(server.process.pid, self._cpus.server, self._cpus.loadgen)
         meter.start()
         result = self._wrk.run(name, request, self.options.duration)
         result = replace(result, interference=meter.stop())
         server.check_alive()
-        self.runs.append(result)
         errors = f", ERRORS: {result.error_summary()}" if result.errors else ""
-        noise = result.interference
-        others = (
-            f", others took {noise.server_cpu_pct:g}%/{noise.loadgen_cpu_pct:g}%" if noise else ""
-        )
         self._progress(
             f"  {result.requests_per_second:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
-            f"p99 {result.p99_ms:.2f} ms{errors}{others}"
+            f"p99 {result.p99_ms:.2f} ms{errors}{_others(result.interference)}"
         )
         return result
 
@@ -140,7 +159,14 @@ class Session:
     def sign_rate(self, name: str, warrant: Warrant, signing_input: bytes, kid: str) -> SignResult:
         """Raw signing rate of `warrant`'s active key, on the server's CPU, server idle."""
         self._progress(f"{name}: raw signing, {self.options.duration} s ...")
-        meter = CpuMeter(os.getpid(), self._cpus.server, self._cpus.loadgen)
+        result = self._quietest(lambda: self._measure_signing(name, warrant, signing_input, kid))
+        self.signs.append(result)
+        return result
+
+    def _measure_signing(
+        self, name: str, warrant: Warrant, signing_input: bytes, kid: str
+    ) -> SignResult:
+        meter = CpuMeter(os.getpid(), self._cpus.server, loadgen_cpu=None)
         meter.start()
         result = measure_sign_rate(
             name,
@@ -152,9 +178,23 @@ class Session:
             expect_kid=kid,
         )
         result = replace(result, interference=meter.stop())
-        self.signs.append(result)
-        self._progress(f"  {result.rate:,.0f} signatures/s ({result.alg}, {result.kid[:12]}...)")
+        self._progress(
+            f"  {result.rate:,.0f} signatures/s ({result.alg}){_others(result.interference)}"
+        )
         return result
+
+
+def _noise(interference: Interference | None) -> float:
+    return interference.worst_pct if interference else 0.0
+
+
+def _others(interference: Interference | None) -> str:
+    if interference is None:
+        return ""
+    text = f"; others took {interference.server_cpu_pct:g}% of the server CPU"
+    if interference.loadgen_cpu_pct is not None:
+        text += f", {interference.loadgen_cpu_pct:g}% of the wrk CPU"
+    return text
 
 
 def select(registry: Sequence[Benchmark], names: Sequence[str] | None) -> list[Benchmark]:

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.cpustat import Interference
+from bench.cpustat import NOISY_PCT, Interference
 from bench.loadgen import LoadResult
 from bench.sign import SignResult
 
 __all__ = ["Figure", "Report", "render_markdown", "render_text", "write"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-# Above this share of a pinned CPU taken by other processes, a run's rate is not comparable.
-NOISY_PCT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +67,7 @@ class Report:
                     "measured_rps": round(f.measured, 1),
                     "baseline_rps": round(f.baseline, 1),
                     "baseline": f.baseline_label,
-                    "ratio": round(f.ratio, 3),
+                    "ratio": round(f.ratio, 4),
                     "target": f.target,
                     "errors": f.errors,
                     "verdict": f.verdict,
@@ -110,7 +109,7 @@ class Report:
         }
 
 
-def _interference_json(noise: Interference | None) -> dict[str, float] | None:
+def _interference_json(noise: Interference | None) -> dict[str, float | None] | None:
     if noise is None:
         return None
     return {"server_cpu": noise.server_cpu_pct, "loadgen_cpu": noise.loadgen_cpu_pct}
@@ -120,7 +119,12 @@ def _others(noise: Interference | None) -> str:
     if noise is None:
         return "n/a"
     mark = " !" if noise.worst_pct > NOISY_PCT else ""
-    return f"{noise.server_cpu_pct:g}/{noise.loadgen_cpu_pct:g}{mark}"
+    return noise.describe() + mark
+
+
+def _ratio(ratio: float) -> str:
+    """Truncated, not rounded: 0.8998 against a 0.90 target must not read 0.900."""
+    return f"{math.floor(ratio * 1000) / 1000:.3f}"
 
 
 def _figure_rows(report: Report) -> list[list[str]]:
@@ -129,7 +133,7 @@ def _figure_rows(report: Report) -> list[list[str]]:
             f.name,
             f"{f.measured:,.0f} req/s",
             f"{f.baseline:,.0f} req/s ({f.baseline_label})",
-            f"{f.ratio:.3f}",
+            _ratio(f.ratio),
             f">= {f.target:.2f}",
             f.verdict + (" (noisy)" if f.others_pct > NOISY_PCT else ""),
         ]
@@ -163,6 +167,7 @@ def _sign_rows(report: Report) -> list[list[str]]:
             f"{s.payload_bytes} B",
             f"{s.signatures:,}",
             f"{s.rate:,.0f}",
+            _others(s.interference),
         ]
         for s in report.signs
     ]

@@ -59,3 +59,43 @@ class CredentialRequest:
     def cache_key(self) -> tuple[str, str, str]:
         policy = hashlib.sha256((self.session_policy or "").encode()).hexdigest()[:16]
         return (self.integration.id, policy, self.scope)
+
+
+class Delivery(enum.StrEnum):
+    CONTAINER = "container"  # the SDK polls our container-credentials endpoint: refreshes itself
+    ENV = "env"  # static AWS_* variables, as today's agent products do: never refreshed
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    """A sandbox entitled to one integration's credentials until it expires or is deleted."""
+
+    id: str
+    tenant: str
+    integration_id: str
+    delivery: Delivery
+    created_at: datetime
+    expires_at: datetime
+    session_policy: str | None = None
+    revoked_at: datetime | None = None
+
+    def live(self, now: datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One line of the audit log. Never a secret key, session token, JWT or API key."""
+
+    event: str  # mint, exchange, vend, sandbox.create, sandbox.delete, integration.*, key.*
+    outcome: str  # ok | denied | error
+    tenant: str | None = None
+    integration: str | None = None
+    sandbox: str | None = None
+    role_arn: str | None = None
+    session_name: str | None = None
+    access_key_id: str | None = None
+    expiration: datetime | None = None
+    sts_error: str | None = None
+    request_id: str | None = None
+    detail: str | None = None

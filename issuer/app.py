@@ -8,7 +8,7 @@ internal — agents and operators: minting, tenants, keys, health, readiness, me
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -272,9 +272,11 @@ class InternalApi:
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
-def create_internal_app(api: InternalApi, metrics: Metrics) -> Starlette:
+def create_internal_app(
+    api: InternalApi, metrics: Metrics, extra_routes: Sequence[BaseRoute] = ()
+) -> Starlette:
     return Starlette(
-        routes=api.routes(),
+        routes=[*api.routes(), *extra_routes],
         exception_handlers=_error_handlers(),
         middleware=[Middleware(metrics.middleware("internal"))],
     )

@@ -20,8 +20,7 @@ from issuer.apikeys import Role, SqlApiKeyStore
 from issuer.db import create_engine, create_schema
 from issuer.errors import IssuerError
 from issuer.http import iso
-from issuer.runtime import IssuerRuntime, build_key_manager, utc_now
-from issuer.server import Listener, serve
+from issuer.runtime import build_key_manager, utc_now
 from issuer.settings import Settings
 from issuer.tenants import SqlTenantStore, audience_for
 from keys.cli import keys as keys_group
@@ -81,60 +80,16 @@ def main(ctx: click.Context) -> None:
         level=os.environ.get("WARRANT_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One "Started server process" line per listener says nothing the ready banner doesn't.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
 main.add_command(keys_group)
 
 
-@main.command("serve")
-@click.pass_obj
-@run_async
-async def serve_command(obj: CliContext) -> None:
-    """Start the public and internal listeners."""
-    settings = obj.settings(serving=True)
-    if settings.dev:
-        click.echo(DEV_WARNING, err=True)
-    runtime = await IssuerRuntime.open(settings)
-    listeners = [
-        Listener("public", runtime.public_app, settings.public_addr, "WARRANT_PUBLIC_ADDR"),
-        Listener("internal", runtime.internal_app, settings.internal_addr, "WARRANT_INTERNAL_ADDR"),
-    ]
-    try:
-        await serve(
-            listeners,
-            background=runtime.run_background,
-            on_ready=lambda: click.echo(ready_banner(runtime)),
-        )
-    finally:
-        await runtime.close()
-
-
 DEV_WARNING = """\
 WARNING: WARRANT_DEV=1 — development mode. The issuer URL may be plain http on 127.0.0.1, which
 WARNING: AWS STS can never reach or trust. Do not run this configuration in production."""
-
-
-def ready_banner(runtime: IssuerRuntime) -> str:
-    s = runtime.settings
-    admin = runtime.api_key_files.get(Role.ADMIN)
-    agent = runtime.api_key_files.get(Role.AGENT)
-    internal = f"http://{s.internal_addr}"
-    return f"""\
-Warrant is serving.
-  issuer     {s.issuer_url}
-  public     http://{s.public_addr}   discovery + JWKS (the only listener to expose)
-  internal   {internal}   minting, tenants, keys, /readyz, /metrics
-  admin key  {admin}
-  agent key  {agent}
-Try next:
-  curl -s {s.issuer_url}/.well-known/openid-configuration
-  curl -s {s.jwks_uri}
-  curl -s -X POST {internal}/v1/tenants -H "Authorization: Bearer $(cat {admin})" \\
-       -d '{{"slug": "acme", "name": "Acme Corp"}}'
-  curl -s -X POST {internal}/v1/tokens -H "Authorization: Bearer $(cat {agent})" \\
-       -d '{{"tenant": "acme", "subject": "agent-1"}}'
-  warrant keys list
-Stop with Ctrl-C."""
 
 
 async def _tenant_store(obj: CliContext) -> tuple[SqlTenantStore, Callable[[], Awaitable[None]]]:

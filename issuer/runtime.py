@@ -24,7 +24,7 @@ from issuer.keyring import KeyRing
 from issuer.metrics import Metrics
 from issuer.minting import TokenMinter
 from issuer.settings import MIN_TOKEN_TTL, Settings
-from issuer.tenants import CachedTenantStore, SqlTenantStore
+from issuer.tenants import CachedTenantStore, SqlTenantStore, TenantStore
 from keys.errors import KeysError
 from keys.file_store import FileKeyStore
 from keys.manager import KeyManager
@@ -60,14 +60,20 @@ class IssuerRuntime:
     keyring: KeyRing
     metrics: Metrics
     public_app: Starlette
-    internal_app: Starlette
+    internal_app: Starlette  # the issuer's routes alone; the broker composes its own
     api_key_files: dict[Role, Path]
+    api: InternalApi
+    authenticator: Authenticator
+    tenants: TenantStore
+    minter: TokenMinter
 
     @classmethod
     async def open(
         cls, settings: Settings, clock: Callable[[], datetime] = utc_now
     ) -> IssuerRuntime:
         """Raises KeyStoreCorrupt when the key store cannot be trusted (never regenerated)."""
+        # The data dir holds private keys and API keys: only the service's user may enter it.
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         key_manager = build_key_manager(settings, clock)
         snapshot = await key_manager.ensure_initialized()
         keyring = KeyRing(
@@ -99,8 +105,9 @@ class IssuerRuntime:
         async def ready() -> dict[str, bool]:
             return {"database": await ping(engine), "signing_key": keyring.can_sign}
 
+        authenticator = Authenticator(api_keys)
         api = InternalApi(
-            auth=Authenticator(api_keys),
+            auth=authenticator,
             minter=minter,
             tenants=tenants,
             keyring=keyring,
@@ -119,6 +126,10 @@ class IssuerRuntime:
             public_app=create_public_app(keyring, metrics),
             internal_app=create_internal_app(api, metrics),
             api_key_files=api_key_files,
+            api=api,
+            authenticator=authenticator,
+            tenants=tenants,
+            minter=minter,
         )
         runtime.update_key_metrics()
         return runtime

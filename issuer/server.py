@@ -19,7 +19,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from issuer.errors import ConfigError
-from issuer.settings import Address
+from issuer.settings import Address, TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class Listener:
     app: ASGIApp
     address: Address
     setting: str
+    tls: TlsFiles | None = None
 
 
 class _Server(uvicorn.Server):
@@ -43,7 +44,7 @@ class _Server(uvicorn.Server):
         yield  # the supervisor in serve() owns the signals
 
 
-def uvicorn_config(app: ASGIApp, address: Address) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, address: Address, tls: TlsFiles | None = None) -> uvicorn.Config:
     """The server settings every listener uses, and the benchmarks' baseline too."""
     return uvicorn.Config(
         app,
@@ -57,6 +58,8 @@ def uvicorn_config(app: ASGIApp, address: Address) -> uvicorn.Config:
         log_config=None,
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
     )
 
 
@@ -85,7 +88,10 @@ async def serve(
     """Bind every listener first (a taken port fails before anything serves), then serve until
     SIGINT/SIGTERM or `stop` is set, then drain all of them."""
     sockets = [bind(listener.address, listener.setting) for listener in listeners]
-    servers = [_Server(uvicorn_config(listener.app, listener.address)) for listener in listeners]
+    servers = [
+        _Server(uvicorn_config(listener.app, listener.address, listener.tls))
+        for listener in listeners
+    ]
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

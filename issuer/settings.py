@@ -53,6 +53,12 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     issuer_url: str
     dev: bool

@@ -51,17 +51,23 @@ class RunningWarrant:
     internal_url: str
     issuer_url: str
     data_dir: Path
+    sandbox_url: str
+    log_dir: Path
+
+    def logs(self) -> str:
+        """Everything the server printed so far (stdout and stderr)."""
+        return "".join(p.read_text() for p in sorted(self.log_dir.glob("serve.*")))
 
     def key(self, role: str) -> dict[str, str]:
         return {"Authorization": "Bearer " + (self.data_dir / f"{role}.key").read_text().strip()}
 
 
-def wait_healthy(urls: list[str], process: subprocess.Popen[str]) -> None:
+def wait_healthy(urls: list[str], process: subprocess.Popen[str], log_dir: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     pending = list(urls)
     while pending:
         if process.poll() is not None:
-            _, err = process.communicate()
+            err = (log_dir / "serve.err").read_text()
             raise AssertionError(f"warrant serve exited with {process.returncode}: {err}")
         if time.monotonic() > deadline:
             raise AssertionError(f"warrant serve did not become healthy at {pending}")
@@ -79,6 +85,7 @@ def running_warrant(data_dir: Path, **extra: str) -> Iterator[RunningWarrant]:
     """`warrant serve` in dev mode on free loopback ports; stopped with SIGTERM, which must
     drain and exit 0."""
     public, internal = free_port(), free_port()
+    extra.setdefault("WARRANT_SANDBOX_ADDR", f"127.0.0.1:{free_port()}")
     env = base_env(
         data_dir,
         WARRANT_DEV="1",
@@ -86,9 +93,11 @@ def running_warrant(data_dir: Path, **extra: str) -> Iterator[RunningWarrant]:
         WARRANT_INTERNAL_ADDR=f"127.0.0.1:{internal}",
         **extra,
     )
-    process = subprocess.Popen(
-        [WARRANT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    # Output goes to files, not pipes: a full pipe would block the server mid-test.
+    log_dir = data_dir.parent / f"logs-{data_dir.name}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "serve.out").open("w") as out, (log_dir / "serve.err").open("w") as err:
+        process = subprocess.Popen([WARRANT, "serve"], env=env, stdout=out, stderr=err, text=True)
     running = RunningWarrant(
         process,
         env,
@@ -96,9 +105,11 @@ def running_warrant(data_dir: Path, **extra: str) -> Iterator[RunningWarrant]:
         f"http://127.0.0.1:{internal}",
         env.get("WARRANT_ISSUER_URL", f"http://127.0.0.1:{public}"),
         data_dir,
+        f"http://{extra['WARRANT_SANDBOX_ADDR']}/v1/credentials",
+        log_dir,
     )
     try:
-        wait_healthy([running.public_url, running.internal_url], process)
+        wait_healthy([running.public_url, running.internal_url], process, log_dir)
         yield running
     finally:
         if process.poll() is None:
@@ -109,4 +120,3 @@ def running_warrant(data_dir: Path, **extra: str) -> Iterator[RunningWarrant]:
                 process.kill()
                 process.wait()
                 raise AssertionError("warrant serve did not stop within 15 s of SIGTERM") from None
-        process.communicate()

@@ -1,0 +1,259 @@
+"""The audit log: one JSON line per event, durable on disk before the caller goes on.
+
+Credentials are vended only after their audit record is fsynced, so a crash can lose a vend's
+response but never its record. If the log cannot be written the broker fails closed: the writer
+gets AuditUnavailable and issues nothing.
+
+Throughput comes from group commit: callers hand lines to one writer thread, which writes every
+line pending, fsyncs once for the whole batch and then wakes each waiter. While one fsync runs the
+next batch gathers, so N concurrent writers cost far fewer than N fsyncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from broker.model import AuditEvent
+from issuer.errors import Unavailable
+
+__all__ = [
+    "DETAIL_MAX_CHARS",
+    "AuditLog",
+    "AuditUnavailable",
+    "FileAuditLog",
+    "render",
+]
+
+DETAIL_MAX_CHARS = 500  # free text; bounded so one event cannot bloat the log
+_FIELDS = (
+    "event",
+    "outcome",
+    "tenant",
+    "integration",
+    "sandbox",
+    "role_arn",
+    "session_name",
+    "access_key_id",
+    "expiration",
+    "sts_error",
+    "request_id",
+    "detail",
+)
+_FILE_MODE = 0o600  # the log names tenants, roles and access key ids: owner only
+_DIR_MODE = 0o700
+
+
+class AuditUnavailable(Unavailable):
+    """The audit record could not be made durable, so no credentials may be issued (503)."""
+
+    code = "audit_unavailable"
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"audit log unwritable: {path}: {reason}; "
+            f"credentials are not issued without an audit record"
+        )
+        self.path = path
+        self.reason = reason
+
+
+class AuditLog(Protocol):
+    """Where audit events go."""
+
+    async def write(self, event: AuditEvent, *, now: datetime | None = None) -> None:
+        """Record `event` at `now` (default: the clock's time) and return once it is durable.
+        Raises AuditUnavailable when it cannot be recorded; the caller must then not hand out
+        what it was about to."""
+        ...
+
+    async def close(self) -> None:
+        """Finish every write already started, then release the log. Idempotent."""
+        ...
+
+
+def render(event: AuditEvent, now: datetime) -> str:
+    """The JSON line (without newline) for `event` at `now`: `time` first, then the event's
+    fields in declaration order, None values omitted, `detail` cut to 500 characters.
+
+    ASCII-only output: no raw control or Unicode line-separator character can split a line.
+    """
+    record: dict[str, str] = {"time": _rfc3339(now)}
+    for name in _FIELDS:
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            value = _rfc3339(value)
+        elif name == "detail" and len(value) > DETAIL_MAX_CHARS:
+            value = value[: DETAIL_MAX_CHARS - 3] + "..."
+        record[name] = str(value)
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class _Pending:
+    data: bytes
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
+class FileAuditLog:
+    """AuditLog appending JSON lines to `path` (created 0600; its directory 0700 if missing).
+
+    `fsync` is how the log makes bytes durable (file, and directory after creating the file);
+    injected so tests can count and order batches. Any OSError (unwritable path, disk full, an
+    fsync failure) fails every write of that batch with AuditUnavailable; the next batch reopens
+    the file and tries again, so the log recovers once the cause is fixed.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], datetime],
+        *,
+        fsync: Callable[[int], None] = os.fsync,
+    ) -> None:
+        self._path = path
+        self._clock = clock
+        self._fsync = fsync
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards _closed and _thread against concurrent callers
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._fd: int | None = None  # owned by the writer thread
+
+    def __repr__(self) -> str:
+        return f"FileAuditLog(path={self._path!r})"
+
+    async def write(self, event: AuditEvent, *, now: datetime | None = None) -> None:
+        data = (render(event, self._clock() if now is None else now) + "\n").encode("ascii")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._closed:
+                raise AuditUnavailable(self._path, "the audit log is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="warrant-audit-writer", daemon=True
+                )
+                self._thread.start()
+            self._queue.put(_Pending(data, loop, future))
+        # If this caller is cancelled the line is still written: a record too many, never one
+        # too few.
+        await future
+
+    async def close(self) -> None:
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            thread = self._thread
+            if first and thread is not None:
+                self._queue.put(None)  # after every write already queued: those finish first
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+
+    def _run(self) -> None:
+        """The writer thread: take what is pending, write it, fsync once, wake the waiters."""
+        stop = False
+        while not stop:
+            batch: list[_Pending] = []
+            item = self._queue.get()
+            while True:
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                error = self._commit(b"".join(pending.data for pending in batch))
+                for pending in batch:
+                    _settle(pending, self._path, error)
+        self._close_file()
+
+    def _commit(self, data: bytes) -> Exception | None:
+        try:
+            fd = self._open() if self._fd is None else self._fd
+            self._fd = fd
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            self._fsync(fd)
+        except Exception as exc:
+            # After a failed write or fsync the file's state is unknown: start over on a fresh
+            # descriptor next time (which also ends any partial line, see _open). Anything but an
+            # OSError is a bug, but it too must fail the waiters rather than strand them.
+            self._close_file()
+            return exc
+        return None
+
+    def _open(self) -> int:
+        parent = self._path.parent
+        if not parent.is_dir():
+            parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC  # read: to check the last byte
+        try:
+            fd = os.open(self._path, flags | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        except FileExistsError:
+            fd = os.open(self._path, flags)
+            created = False
+        else:
+            created = True
+        try:
+            if created:
+                os.fchmod(fd, _FILE_MODE)  # exactly 0600, whatever the umask
+                directory = os.open(parent, os.O_RDONLY)
+                try:
+                    self._fsync(directory)  # the new file's name is durable too
+                finally:
+                    os.close(directory)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # A crash or a full disk left half a line: end it, so the next record stays
+                # parseable.
+                os.write(fd, b"\n")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            # Nothing is pending on it that an fsync has not already reported.
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _settle(pending: _Pending, path: Path, error: Exception | None) -> None:
+    def resolve() -> None:
+        if pending.future.done():  # the waiter was cancelled
+            return
+        if error is None:
+            pending.future.set_result(None)
+        else:
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            pending.future.set_exception(AuditUnavailable(path, reason))
+
+    # RuntimeError: the waiter's event loop is closed, nobody is left to tell.
+    with contextlib.suppress(RuntimeError):
+        pending.loop.call_soon_threadsafe(resolve)
+
+
+def _rfc3339(moment: datetime) -> str:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("naive datetime; audit times are timezone-aware")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,275 @@
+"""`warrant` — the whole command line: the issuer's commands plus `serve` (every listener),
+`integrations` and `credential-process`. This is the console script's entry point."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import click
+
+from broker.audit import FileAuditLog
+from broker.credential_process import CredentialProcessError, fetch, render
+from broker.delivery.http import DISCONNECT_NOTE
+from broker.integrations import SqlIntegrationStore
+from broker.model import AuditEvent, Integration
+from broker.runtime import WarrantRuntime
+from broker.sandboxes import SqlSandboxStore
+from broker.settings import BrokerSettings
+from issuer.apikeys import Role
+from issuer.cli import DEV_WARNING, CliContext, main, run_async
+from issuer.db import create_engine, create_schema
+from issuer.errors import BadRequest
+from issuer.http import iso
+from issuer.runtime import utc_now
+from issuer.server import serve
+
+__all__ = ["main"]
+
+
+def broker_settings(obj: CliContext) -> BrokerSettings:
+    return BrokerSettings.from_env(obj.env, data_dir=obj.settings().data_dir)
+
+
+@main.command("serve")
+@click.pass_obj
+@run_async
+async def serve_command(obj: CliContext) -> None:
+    """Start the public, internal and sandbox listeners."""
+    settings = obj.settings(serving=True)
+    bs = BrokerSettings.from_env(obj.env, data_dir=settings.data_dir)
+    if settings.dev:
+        click.echo(DEV_WARNING, err=True)
+    runtime = await WarrantRuntime.open(settings, bs)
+    try:
+        await serve(
+            runtime.listeners(),
+            background=runtime.run_background,
+            on_ready=lambda: click.echo(ready_banner(runtime)),
+        )
+    finally:
+        await runtime.close()
+
+
+def ready_banner(runtime: WarrantRuntime) -> str:
+    s, bs = runtime.issuer.settings, runtime.broker_settings
+    admin = runtime.issuer.api_key_files.get(Role.ADMIN)
+    agent = runtime.issuer.api_key_files.get(Role.AGENT)
+    scheme = "https" if bs.internal_tls else "http"
+    internal = f"{scheme}://{s.internal_addr}"
+    warrant = sys.argv[0]
+    return f"""\
+Warrant is serving.
+  issuer     {s.issuer_url}
+  public     http://{s.public_addr}   discovery + JWKS (the only listener to expose)
+  internal   {internal}   minting, tenants, keys, integrations, sandboxes, /metrics
+  sandbox    {bs.sandbox_url}   credentials for sandboxes, nothing else
+  admin key  {admin}
+  agent key  {agent}
+  audit log  {bs.audit_path}
+Try next:
+  curl -s {s.issuer_url}/.well-known/openid-configuration
+  curl -s -X POST {internal}/v1/tenants -H "Authorization: Bearer $(cat {admin})" \\
+       -d '{{"slug": "acme", "name": "Acme Corp"}}'
+  curl -s -X POST {internal}/v1/tokens -H "Authorization: Bearer $(cat {agent})" \\
+       -d '{{"tenant": "acme", "subject": "agent-1"}}'
+  {warrant} keys list
+Stop with Ctrl-C."""
+
+
+async def _stores(
+    obj: CliContext,
+) -> tuple[SqlIntegrationStore, SqlSandboxStore, FileAuditLog, Callable[[], Awaitable[None]]]:
+    settings = obj.settings()
+    bs = BrokerSettings.from_env(obj.env, data_dir=settings.data_dir)
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    audit = FileAuditLog(bs.audit_path, utc_now)
+    floor = int(bs.credential_floor.total_seconds())
+
+    async def close() -> None:
+        await audit.close()
+        await engine.dispose()
+
+    return (
+        SqlIntegrationStore(engine, utc_now, floor_seconds=floor),
+        SqlSandboxStore(engine, utc_now),
+        audit,
+        close,
+    )
+
+
+def describe(integration: Integration) -> str:
+    lines = [
+        f"id                {integration.id}",
+        f"tenant            {integration.tenant}",
+        f"name              {integration.name}",
+        f"method            {integration.method.value}",
+        f"account           {integration.account_id}",
+        f"role              {integration.role_arn}",
+        f"region            {integration.region}",
+        f"session duration  {integration.session_duration}s",
+        f"created           {iso(integration.created_at)}",
+    ]
+    if integration.target_role_arn:
+        lines.append(f"target role       {integration.target_role_arn}")
+    if integration.external_id:
+        lines.append(f"external id       {integration.external_id}")
+    if integration.session_policy:
+        lines.append(f"session policy    {integration.session_policy}")
+    return "\n".join(lines)
+
+
+@main.group()
+def integrations() -> None:
+    """A tenant's AWS accounts: one integration per account and region."""
+
+
+@integrations.command("add")
+@click.argument("tenant")
+@click.argument("name")
+@click.option("--account-id", required=True, help="The customer's 12-digit AWS account id.")
+@click.option("--role-arn", required=True, help="arn:aws:iam::<account-id>:role/<name>")
+@click.option("--region", help="Default us-east-1.")
+@click.option(
+    "--method", type=click.Choice(["oidc", "instance_role"]), default="oidc", show_default=True
+)
+@click.option("--target-role-arn", help="instance_role only: a further cross-account hop.")
+@click.option("--session-duration", type=int, help="Seconds; default 3600.")
+@click.option("--session-policy", help="Inline session policy JSON, or @FILE.")
+@click.pass_obj
+@run_async
+async def integrations_add(
+    obj: CliContext,
+    tenant: str,
+    name: str,
+    account_id: str,
+    role_arn: str,
+    region: str | None,
+    method: str,
+    target_role_arn: str | None,
+    session_duration: int | None,
+    session_policy: str | None,
+) -> None:
+    """Add an integration to TENANT."""
+    if session_policy and session_policy.startswith("@"):
+        session_policy = _read_policy_file(Path(session_policy[1:]))
+    store, _, audit, close = await _stores(obj)
+    try:
+        integration = await store.add(
+            tenant,
+            name=name,
+            account_id=account_id,
+            role_arn=role_arn,
+            region=region,
+            method=method,
+            target_role_arn=target_role_arn,
+            session_duration=session_duration,
+            session_policy=session_policy,
+        )
+        await audit.write(
+            AuditEvent(
+                event="integration.add",
+                outcome="ok",
+                tenant=tenant,
+                integration=integration.id,
+                role_arn=integration.role_arn,
+                detail="via CLI",
+            )
+        )
+    finally:
+        await close()
+    click.echo(describe(integration))
+
+
+def _read_policy_file(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise BadRequest(f"--session-policy @{path}: {exc.strerror}") from None
+
+
+@integrations.command("list")
+@click.argument("tenant")
+@click.pass_obj
+@run_async
+async def integrations_list(obj: CliContext, tenant: str) -> None:
+    """List TENANT's integrations."""
+    store, _, _, close = await _stores(obj)
+    try:
+        rows = await store.list(tenant)
+    finally:
+        await close()
+    if not rows:
+        click.echo(f"no integrations for {tenant}; add one with 'warrant integrations add'")
+        return
+    click.echo(f"{'ID':<22} {'NAME':<20} {'METHOD':<14} {'ACCOUNT':<13} {'REGION':<15} ROLE")
+    for i in rows:
+        click.echo(
+            f"{i.id:<22} {i.name:<20} {i.method.value:<14} {i.account_id:<13} "
+            f"{i.region:<15} {i.role_arn}"
+        )
+
+
+@integrations.command("show")
+@click.argument("tenant")
+@click.argument("ref")
+@click.pass_obj
+@run_async
+async def integrations_show(obj: CliContext, tenant: str, ref: str) -> None:
+    """Show one integration (REF is its id or name)."""
+    store, _, _, close = await _stores(obj)
+    try:
+        integration = await store.get(tenant, ref)
+    finally:
+        await close()
+    click.echo(describe(integration))
+
+
+@integrations.command("remove")
+@click.argument("tenant")
+@click.argument("ref")
+@click.pass_obj
+@run_async
+async def integrations_remove(obj: CliContext, tenant: str, ref: str) -> None:
+    """Remove an integration and revoke its sandboxes."""
+    store, sandboxes, audit, close = await _stores(obj)
+    try:
+        integration = await store.get(tenant, ref)
+        revoked = await sandboxes.revoke_for_integration(integration.id)
+        await store.remove(tenant, integration.id)
+        await audit.write(
+            AuditEvent(
+                event="integration.remove",
+                outcome="ok",
+                tenant=tenant,
+                integration=integration.id,
+                role_arn=integration.role_arn,
+                detail=f"via CLI; revoked {len(revoked)} sandboxes",
+            )
+        )
+    finally:
+        await close()
+    click.echo(
+        f"removed integration {integration.id} ({integration.name}); revoked "
+        f"{len(revoked)} sandbox(es). Running services stop vending within seconds."
+    )
+    click.echo(DISCONNECT_NOTE)
+
+
+@main.command("credential-process")
+@click.option("--url", required=True, help="The sandbox credentials URL (WARRANT_SANDBOX_URL).")
+@click.option(
+    "--token-file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="File holding the sandbox token; re-read on every call.",
+)
+def credential_process(url: str, token_file: Path) -> None:
+    """Print the sandbox's credentials as AWS credential_process JSON."""
+    try:
+        click.echo(render(fetch(url, token_file)))
+    except CredentialProcessError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,284 @@
+"""HTTP delivery: integration and sandbox management on the internal listener, and the
+sandbox-facing listener that serves credentials and nothing else."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from broker.errors import CredentialsRejected, CredentialsUnavailable
+from broker.model import AwsCredentials, Delivery, Integration, Sandbox
+from broker.service import BrokerService
+from issuer.apikeys import Role
+from issuer.auth import Authenticator
+from issuer.errors import BadRequest, IssuerError
+from issuer.http import (
+    handle_error,
+    iso,
+    optional_int,
+    optional_str,
+    read_json_object,
+    request_id,
+    required_str,
+)
+from issuer.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+INTEGRATION_FIELDS = frozenset(
+    {
+        "name",
+        "account_id",
+        "role_arn",
+        "region",
+        "method",
+        "target_role_arn",
+        "session_duration",
+        "session_policy",
+    }
+)
+SANDBOX_FIELDS = frozenset({"tenant", "integration", "ttl_seconds", "session_policy", "delivery"})
+DISCONNECT_NOTE = (
+    "STS credentials already issued stay valid until they expire (at most the session "
+    "duration). To cut them off now, attach a deny-all policy to the role with the condition "
+    "aws:TokenIssueTime earlier than now (IAM console: Roles > Revoke active sessions)."
+)
+
+
+def integration_json(integration: Integration) -> dict[str, Any]:
+    return {
+        "id": integration.id,
+        "tenant": integration.tenant,
+        "name": integration.name,
+        "account_id": integration.account_id,
+        "role_arn": integration.role_arn,
+        "region": integration.region,
+        "method": integration.method.value,
+        "target_role_arn": integration.target_role_arn,
+        "external_id": integration.external_id,
+        "session_duration": integration.session_duration,
+        "session_policy": integration.session_policy,
+        "created_at": iso(integration.created_at),
+    }
+
+
+def sandbox_json(sandbox: Sandbox, now: datetime) -> dict[str, Any]:
+    status = (
+        "revoked"
+        if sandbox.revoked_at is not None
+        else "active"
+        if sandbox.live(now)
+        else "expired"
+    )
+    return {
+        "sandbox_id": sandbox.id,
+        "tenant": sandbox.tenant,
+        "integration": sandbox.integration_id,
+        "delivery": sandbox.delivery.value,
+        "status": status,
+        "created_at": iso(sandbox.created_at),
+        "expires_at": iso(sandbox.expires_at),
+        "revoked_at": iso(sandbox.revoked_at),
+        "session_policy": sandbox.session_policy,
+    }
+
+
+def container_credentials_json(credentials: AwsCredentials) -> bytes:
+    """The container-credentials shape every AWS SDK reads: note `Token`, not `SessionToken`."""
+    body: dict[str, str] = {
+        "AccessKeyId": credentials.access_key_id,
+        "SecretAccessKey": credentials.secret_access_key,
+        "Token": credentials.session_token,
+        "Expiration": iso(credentials.expiration) or "",
+    }
+    if credentials.account_id:
+        body["AccountId"] = credentials.account_id
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class BrokerApi:
+    """Routes of the internal listener that belong to the broker."""
+
+    def __init__(
+        self, *, auth: Authenticator, service: BrokerService, clock: Callable[[], datetime]
+    ) -> None:
+        self._auth = auth
+        self._service = service
+        self._clock = clock
+
+    def routes(self) -> list[BaseRoute]:
+        base = "/v1/tenants/{slug}/integrations"
+        return [
+            Route(base, self.add_integration, methods=["POST"]),
+            Route(base, self.list_integrations, methods=["GET"]),
+            Route(base + "/{ref}", self.get_integration, methods=["GET"]),
+            Route(base + "/{ref}", self.remove_integration, methods=["DELETE"]),
+            Route("/v1/sandboxes", self.create_sandbox, methods=["POST"]),
+            Route("/v1/sandboxes/{sandbox_id}", self.get_sandbox, methods=["GET"]),
+            Route("/v1/sandboxes/{sandbox_id}", self.delete_sandbox, methods=["DELETE"]),
+        ]
+
+    async def add_integration(self, request: Request) -> Response:
+        await self._auth.require(request, Role.ADMIN)
+        body = await read_json_object(request, INTEGRATION_FIELDS)
+        fields: dict[str, Any] = {
+            "name": required_str(body, "name"),
+            "account_id": required_str(body, "account_id"),
+            "role_arn": required_str(body, "role_arn"),
+        }
+        for name in ("region", "method", "target_role_arn"):
+            if (value := optional_str(body, name)) is not None:
+                fields[name] = value
+        if (policy := _policy_text(body.get("session_policy"))) is not None:
+            fields["session_policy"] = policy
+        if (duration := optional_int(body, "session_duration")) is not None:
+            fields["session_duration"] = duration
+        integration = await self._service.add_integration(
+            request.path_params["slug"], fields, request_id=request_id(request)
+        )
+        return JSONResponse(integration_json(integration), status_code=201)
+
+    async def list_integrations(self, request: Request) -> Response:
+        await self._auth.require(request, Role.ADMIN)
+        rows = await self._service.list_integrations(request.path_params["slug"])
+        return JSONResponse({"integrations": [integration_json(i) for i in rows]})
+
+    async def get_integration(self, request: Request) -> Response:
+        await self._auth.require(request, Role.ADMIN)
+        integration = await self._service.get_integration(
+            request.path_params["slug"], request.path_params["ref"]
+        )
+        return JSONResponse(integration_json(integration))
+
+    async def remove_integration(self, request: Request) -> Response:
+        await self._auth.require(request, Role.ADMIN)
+        integration, revoked = await self._service.remove_integration(
+            request.path_params["slug"], request.path_params["ref"], request_id=request_id(request)
+        )
+        return JSONResponse(
+            {"removed": integration.id, "revoked_sandboxes": revoked, "note": DISCONNECT_NOTE}
+        )
+
+    async def create_sandbox(self, request: Request) -> Response:
+        await self._auth.require(request, Role.AGENT)
+        body = await read_json_object(request, SANDBOX_FIELDS)
+        delivery_name = optional_str(body, "delivery") or Delivery.CONTAINER.value
+        try:
+            delivery = Delivery(delivery_name)
+        except ValueError:
+            raise BadRequest(
+                f"delivery must be 'container' (default; refreshing) or 'env' "
+                f"(static, never refreshed), not {delivery_name!r}"
+            ) from None
+        grant = await self._service.create_sandbox(
+            tenant=required_str(body, "tenant"),
+            integration_ref=required_str(body, "integration"),
+            ttl_seconds=optional_int(body, "ttl_seconds"),
+            session_policy=_policy_text(body.get("session_policy")),
+            delivery=delivery,
+            request_id=request_id(request),
+        )
+        payload = {
+            "sandbox_id": grant.sandbox.id,
+            "expires_at": iso(grant.sandbox.expires_at),
+            "delivery": delivery.value,
+            "env": grant.env,
+        }
+        if grant.credentials_expire_at is not None:
+            payload["credentials_expire_at"] = iso(grant.credentials_expire_at)
+            payload["note"] = (
+                "env delivery is static: these credentials are never refreshed; "
+                "use delivery 'container' for sandboxes that outlive them"
+            )
+        response = JSONResponse(payload, status_code=201)
+        response.headers["cache-control"] = "no-store"
+        return response
+
+    async def get_sandbox(self, request: Request) -> Response:
+        await self._auth.require(request, Role.AGENT)
+        sandbox = await self._service.get_sandbox(request.path_params["sandbox_id"])
+        return JSONResponse(sandbox_json(sandbox, self._clock()))
+
+    async def delete_sandbox(self, request: Request) -> Response:
+        await self._auth.require(request, Role.AGENT)
+        sandbox = await self._service.delete_sandbox(
+            request.path_params["sandbox_id"], request_id=request_id(request)
+        )
+        return JSONResponse(sandbox_json(sandbox, self._clock()))
+
+
+def _policy_text(value: object) -> str | None:
+    """A session policy may be sent as a JSON object or as its text."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    raise BadRequest("session_policy must be a JSON object (an IAM policy document) or its text")
+
+
+class CredentialsEndpoint:
+    """GET /v1/credentials with the sandbox token as the raw Authorization value, exactly as
+    AWS SDKs send AWS_CONTAINER_AUTHORIZATION_TOKEN."""
+
+    def __init__(self, service: BrokerService) -> None:
+        self._service = service
+
+    async def handle(self, request: Request) -> Response:
+        token = request.headers.get("authorization", "")
+        credentials = await self._service.vend(token, request_id=request_id(request))
+        return Response(
+            container_credentials_json(credentials),
+            media_type="application/json",
+            headers={"cache-control": "no-store"},
+        )
+
+
+async def _sandbox_error(request: Request, exc: Exception) -> Response:
+    """Sandboxes run untrusted code: an error says only what the caller can act on. Auth and
+    input errors are answered as usual; upstream failures get a request id, and the log and the
+    audit record hold the cause."""
+    if isinstance(exc, HTTPException) or (
+        isinstance(exc, IssuerError)
+        and exc.status < 500
+        and not isinstance(exc, CredentialsRejected)
+    ):
+        return await handle_error(request, exc)
+    rid = request_id(request)
+    log.warning("request %s: credentials not vended: %s: %s", rid, type(exc).__name__, exc)
+    body = {
+        "error": "credentials_unavailable",
+        "message": "credentials are unavailable for this sandbox right now; the operator "
+        f"can find the cause under request id {rid}",
+        "request_id": rid,
+    }
+    if isinstance(exc, IssuerError) and exc.status == 503:
+        retry = exc.retry_after if isinstance(exc, CredentialsUnavailable) else 5
+        return JSONResponse(
+            body, status_code=503, headers={"x-request-id": rid, "retry-after": str(retry)}
+        )
+    # AWS refused (or something broke): retrying will not help until the operator acts.
+    return JSONResponse(body, status_code=502, headers={"x-request-id": rid})
+
+
+def create_sandbox_app(service: BrokerService, metrics: Metrics) -> Starlette:
+    """The sandbox-facing listener: GET /v1/credentials, nothing else."""
+    handlers: dict[Any, Any] = {
+        Exception: _sandbox_error,
+        IssuerError: _sandbox_error,
+        HTTPException: _sandbox_error,
+    }
+    return Starlette(
+        routes=[Route("/v1/credentials", CredentialsEndpoint(service).handle, methods=["GET"])],
+        exception_handlers=handlers,
+        middleware=[Middleware(metrics.middleware("sandbox"))],
+    )

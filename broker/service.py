@@ -1,0 +1,306 @@
+"""The broker's use cases, free of transport code: integrations, sandboxes and vending.
+
+HTTP and gRPC only translate to and from these calls. Every credential leaves this module only
+after its audit record is durably written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from cachetools import TTLCache
+
+from broker.audit import AuditLog
+from broker.cache import CachedSource
+from broker.errors import BrokerError, CredentialsRejected, CredentialsUnavailable
+from broker.integrations import IntegrationStore
+from broker.model import (
+    AuditEvent,
+    AwsCredentials,
+    CredentialRequest,
+    Delivery,
+    Integration,
+    Sandbox,
+)
+from broker.sandboxes import CachedSandboxAuth, SandboxStore
+from broker.session_name import session_name
+from broker.settings import BrokerSettings
+from broker.validation import session_policy as validate_session_policy
+from broker.validation import ttl_seconds as validate_ttl
+from issuer.errors import BadRequest, Unauthenticated
+from issuer.http import iso
+from issuer.tenants import TenantStore, validate_slug
+
+log = logging.getLogger(__name__)
+
+# The vend hot path must not query the database for the integration of every request; a removal
+# in this process invalidates at once, another process's removal is seen within this.
+INTEGRATION_CACHE_TTL = timedelta(seconds=2)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxGrant:
+    """What a new sandbox receives. `env` may hold a secret: show it once, never log it."""
+
+    sandbox: Sandbox
+    env: dict[str, str] = field(repr=False)
+    credentials_expire_at: datetime | None = None
+
+
+class BrokerService:
+    def __init__(
+        self,
+        *,
+        tenants: TenantStore,
+        integrations: IntegrationStore,
+        sandboxes: SandboxStore,
+        sandbox_auth: CachedSandboxAuth,
+        source: CachedSource,
+        audit: AuditLog,
+        clock: Callable[[], datetime],
+        settings: BrokerSettings,
+    ) -> None:
+        self._tenants = tenants
+        self._integrations = integrations
+        self._sandboxes = sandboxes
+        self._auth = sandbox_auth
+        self._source = source
+        self._audit = audit
+        self._clock = clock
+        self._settings = settings
+        self._integration_cache: TTLCache[str, Integration] = TTLCache(
+            maxsize=10_000, ttl=INTEGRATION_CACHE_TTL.total_seconds(), timer=self._timer
+        )
+
+    def _timer(self) -> float:
+        return self._clock().timestamp()
+
+    # -- integrations (admin) -------------------------------------------------------------
+
+    async def add_integration(
+        self, tenant: str, fields: dict[str, Any], *, request_id: str | None = None
+    ) -> Integration:
+        integration = await self._integrations.add(validate_slug(tenant), **fields)
+        await self._audit.write(self._integration_event("integration.add", integration, request_id))
+        return integration
+
+    async def list_integrations(self, tenant: str) -> list[Integration]:
+        slug = validate_slug(tenant)
+        await self._tenants.get(slug)
+        return await self._integrations.list(slug)
+
+    async def get_integration(self, tenant: str, ref: str) -> Integration:
+        return await self._integrations.get(validate_slug(tenant), ref)
+
+    async def remove_integration(
+        self, tenant: str, ref: str, *, request_id: str | None = None
+    ) -> tuple[Integration, list[str]]:
+        """Removes the integration, revokes its sandboxes at once and drops cached sessions."""
+        integration = await self._integrations.get(validate_slug(tenant), ref)
+        revoked = await self._sandboxes.revoke_for_integration(integration.id)
+        for sandbox_id in revoked:
+            self._auth.invalidate(sandbox_id)
+        await self._integrations.remove(integration.tenant, integration.id)
+        self._integration_cache.pop(integration.id, None)
+        self._source.evict(integration_id=integration.id)
+        await self._audit.write(
+            self._integration_event(
+                "integration.remove", integration, request_id, f"revoked {len(revoked)} sandboxes"
+            )
+        )
+        return integration, revoked
+
+    # -- sandboxes (agent) ----------------------------------------------------------------
+
+    async def create_sandbox(
+        self,
+        *,
+        tenant: str,
+        integration_ref: str,
+        ttl_seconds: int | None,
+        session_policy: str | None,
+        delivery: Delivery,
+        request_id: str | None = None,
+    ) -> SandboxGrant:
+        integration = await self._integrations.get(validate_slug(tenant), integration_ref)
+        policy = validate_session_policy(session_policy)
+        if policy is not None and integration.session_policy is not None:
+            raise BadRequest(
+                "this integration already has a session_policy; a sandbox cannot replace it "
+                "(that could only broaden access). Omit session_policy or use another integration"
+            )
+        s = self._settings
+        ttl = validate_ttl(
+            ttl_seconds,
+            default=int(s.sandbox_default_ttl.total_seconds()),
+            minimum=60,
+            maximum=int(s.sandbox_max_ttl.total_seconds()),
+        )
+        if delivery is Delivery.ENV:
+            return await self._create_env_sandbox(integration, ttl, policy, request_id)
+        # Obtain (and cache) the session first: a broken integration fails here, with STS's
+        # reason and a hint, for the trusted caller, rather than later inside the sandbox.
+        await self._source.fetch(self._request(integration, policy))
+        sandbox, token = await self._sandboxes.create(
+            tenant=integration.tenant,
+            integration_id=integration.id,
+            delivery=delivery,
+            ttl=timedelta(seconds=ttl),
+            session_policy=policy,
+        )
+        if token is None:  # container delivery always has a token
+            raise BrokerError("sandbox store returned no token for a container sandbox")
+        await self._audit.write(
+            self._sandbox_event("sandbox.create", sandbox, integration, request_id)
+        )
+        env = {
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI": s.sandbox_url,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
+            "AWS_REGION": integration.region,
+            "AWS_DEFAULT_REGION": integration.region,
+            # The sandbox must never reach the host's instance role through IMDS.
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        return SandboxGrant(sandbox=sandbox, env=env)
+
+    async def _create_env_sandbox(
+        self, integration: Integration, ttl: int, policy: str | None, request_id: str | None
+    ) -> SandboxGrant:
+        """Static variables, as today's agent products do. They are never refreshed, so the
+        sandbox lives no longer than the credentials."""
+        sandbox, _ = await self._sandboxes.create(
+            tenant=integration.tenant,
+            integration_id=integration.id,
+            delivery=Delivery.ENV,
+            ttl=timedelta(seconds=ttl),
+            session_policy=policy,
+        )
+        credentials = await self._fetch(integration, sandbox, request_id)
+        await self._audit.write(
+            self._sandbox_event("sandbox.create", sandbox, integration, request_id)
+        )
+        env = {
+            "AWS_ACCESS_KEY_ID": credentials.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key,
+            "AWS_SESSION_TOKEN": credentials.session_token,
+            "AWS_REGION": integration.region,
+            "AWS_DEFAULT_REGION": integration.region,
+            "AWS_CREDENTIAL_EXPIRATION": iso(credentials.expiration) or "",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        return SandboxGrant(sandbox=sandbox, env=env, credentials_expire_at=credentials.expiration)
+
+    async def get_sandbox(self, sandbox_id: str) -> Sandbox:
+        return await self._sandboxes.get(sandbox_id)
+
+    async def delete_sandbox(self, sandbox_id: str, *, request_id: str | None = None) -> Sandbox:
+        """Revokes at once: the sandbox's token stops working on the next request."""
+        sandbox = await self._sandboxes.revoke(sandbox_id)
+        self._auth.invalidate(sandbox.id)
+        self._source.evict(scope=sandbox.id)
+        await self._audit.write(self._sandbox_event("sandbox.delete", sandbox, None, request_id))
+        return sandbox
+
+    # -- vending (sandbox listener) -------------------------------------------------------
+
+    async def vend(self, token: str, *, request_id: str | None = None) -> AwsCredentials:
+        """Credentials for the sandbox that holds `token`. Unknown, expired and revoked tokens
+        are indistinguishable (401), and nothing about other tenants is revealed."""
+        sandbox = await self._auth.authenticate(token)
+        if sandbox is None or not sandbox.live(self._clock()):
+            await self._audit.write(
+                AuditEvent(
+                    event="vend",
+                    outcome="denied",
+                    request_id=request_id,
+                    detail="invalid, expired or revoked token",
+                )
+            )
+            raise Unauthenticated("invalid, expired or revoked sandbox token")
+        integration = await self._integration(sandbox.integration_id)
+        return await self._fetch(integration, sandbox, request_id)
+
+    async def _integration(self, integration_id: str) -> Integration:
+        integration = self._integration_cache.get(integration_id)
+        if integration is None:
+            integration = await self._integrations.get_by_id(integration_id)
+            self._integration_cache[integration_id] = integration
+        return integration
+
+    def _request(self, integration: Integration, sandbox_policy: str | None) -> CredentialRequest:
+        # Sandboxes of one integration share one STS session unless a sandbox narrows it with
+        # its own session policy: one STS call serves them all.
+        policy = sandbox_policy or integration.session_policy
+        return CredentialRequest(
+            integration=integration,
+            session_name=session_name(integration.tenant, integration.name),
+            session_policy=policy,
+            scope=integration.id,
+        )
+
+    async def _fetch(
+        self, integration: Integration, sandbox: Sandbox, request_id: str | None
+    ) -> AwsCredentials:
+        request = self._request(integration, sandbox.session_policy)
+        event = AuditEvent(
+            event="vend",
+            outcome="ok",
+            tenant=integration.tenant,
+            integration=integration.id,
+            sandbox=sandbox.id,
+            role_arn=integration.target_role_arn or integration.role_arn,
+            session_name=request.session_name,
+            request_id=request_id,
+        )
+        try:
+            credentials = await self._source.fetch(request)
+        except (CredentialsUnavailable, CredentialsRejected) as exc:
+            await self._audit.write(
+                replace(event, outcome="error", sts_error=exc.sts_code, detail=exc.message)
+            )
+            raise
+        except BrokerError as exc:
+            await self._audit.write(replace(event, outcome="error", detail=exc.message))
+            raise
+        # Fail closed: the audit record is durable before the credentials leave.
+        await self._audit.write(
+            replace(
+                event, access_key_id=credentials.access_key_id, expiration=credentials.expiration
+            )
+        )
+        return credentials
+
+    # -- audit helpers --------------------------------------------------------------------
+
+    @staticmethod
+    def _integration_event(
+        name: str, integration: Integration, request_id: str | None, detail: str | None = None
+    ) -> AuditEvent:
+        return AuditEvent(
+            event=name,
+            outcome="ok",
+            tenant=integration.tenant,
+            integration=integration.id,
+            role_arn=integration.role_arn,
+            request_id=request_id,
+            detail=detail,
+        )
+
+    @staticmethod
+    def _sandbox_event(
+        name: str, sandbox: Sandbox, integration: Integration | None, request_id: str | None
+    ) -> AuditEvent:
+        return AuditEvent(
+            event=name,
+            outcome="ok",
+            tenant=sandbox.tenant,
+            integration=sandbox.integration_id,
+            sandbox=sandbox.id,
+            role_arn=integration.role_arn if integration else None,
+            expiration=sandbox.expires_at,
+            request_id=request_id,
+        )

@@ -1,0 +1,92 @@
+"""Injected failures, so that callers' retry and fallback paths can be exercised on demand.
+
+    throttle         Throttling 400 "Rate exceeded"         botocore retries it (standard mode)
+    unavailable      ServiceUnavailable 503                 botocore retries it
+    idp_unreachable  IDPCommunicationError 400              botocore retries it for STS
+
+A plan applies to the listed actions (by default the two the gate checks), for `remaining`
+matching requests or, when that is None, until replaced.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from broker.standin.errors import (
+    StsError,
+    idp_communication_error,
+    service_unavailable,
+    throttling,
+)
+from broker.standin.query import ASSUME_ROLE, ASSUME_ROLE_WITH_WEB_IDENTITY
+
+__all__ = ["DEFAULT_ACTIONS", "FaultMode", "FaultPlan", "Faults"]
+
+DEFAULT_ACTIONS = frozenset({ASSUME_ROLE, ASSUME_ROLE_WITH_WEB_IDENTITY})
+
+
+class FaultMode(StrEnum):
+    NONE = "none"
+    THROTTLE = "throttle"
+    UNAVAILABLE = "unavailable"
+    IDP_UNREACHABLE = "idp_unreachable"
+
+
+_ERRORS: dict[FaultMode, Callable[[], StsError]] = {
+    FaultMode.THROTTLE: throttling,
+    FaultMode.UNAVAILABLE: service_unavailable,
+    FaultMode.IDP_UNREACHABLE: idp_communication_error,
+}
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    mode: FaultMode = FaultMode.NONE
+    actions: frozenset[str] = DEFAULT_ACTIONS
+    remaining: int | None = None
+
+    @classmethod
+    def build(
+        cls, mode: str, actions: Iterable[str] | None = None, remaining: int | None = None
+    ) -> FaultPlan:
+        """Raises ValueError for an unknown mode or a negative count."""
+        if remaining is not None and remaining < 0:
+            raise ValueError("remaining must be a non-negative integer or null")
+        return cls(
+            FaultMode(mode),
+            DEFAULT_ACTIONS if actions is None else frozenset(actions),
+            remaining,
+        )
+
+
+class Faults:
+    def __init__(self) -> None:
+        self._plan = FaultPlan()
+        self._lock = threading.Lock()
+
+    @property
+    def plan(self) -> FaultPlan:
+        return self._plan
+
+    def set(self, plan: FaultPlan) -> None:
+        with self._lock:
+            self._plan = plan
+
+    def clear(self) -> None:
+        self.set(FaultPlan())
+
+    def take(self, action: str | None) -> StsError | None:
+        """The error to answer `action` with, if the plan covers it; counts it down."""
+        with self._lock:
+            plan = self._plan
+            if plan.mode is FaultMode.NONE or action not in plan.actions:
+                return None
+            if plan.remaining is not None:
+                if plan.remaining == 0:
+                    self._plan = FaultPlan()
+                    return None
+                self._plan = replace(plan, remaining=plan.remaining - 1)
+            return _ERRORS[plan.mode]()

@@ -1,0 +1,40 @@
+"""Fixtures for the broker's storage tests: a schema-ready engine on each database backend, with
+the broker's tables, and a tenant to own integrations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import broker.integrations
+import broker.sandboxes
+from issuer.db import create_engine, create_schema
+from issuer.tenants import SqlTenantStore
+from tests.issuer.conftest import Clock
+
+# Registered in Base.metadata by importing them; create_schema creates only what is registered.
+_TABLES = (broker.integrations.IntegrationRow, broker.sandboxes.SandboxRow)
+FLOOR_SECONDS = 900  # the vending floor the stores are built with: boto3's 15-minute window
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on a fresh database (SQLite and PostgreSQL) with every table created."""
+    engine = create_engine(database_url)
+    await create_schema(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def tenants(engine: AsyncEngine, clock: Clock) -> SqlTenantStore:
+    """The SQL tenant store on the same database."""
+    return SqlTenantStore(engine, clock)
+
+
+@pytest.fixture
+async def acme(tenants: SqlTenantStore) -> str:
+    """A tenant 'acme' that exists; its slug."""
+    return (await tenants.add("acme")).slug

@@ -1,0 +1,562 @@
+"""End to end: the real `warrant serve` with the strict STS stand-in in front of moto, and
+unmodified boto3 / the AWS CLI in separate processes that see only the sandbox's environment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3  # type: ignore[import-untyped]
+import httpx
+import pytest
+
+from broker.standin import StandIn
+from tests.e2e import RunningWarrant, cli, free_port, running_warrant
+from tests.fake_imds import FakeImds, running_imds
+
+pytestmark = pytest.mark.slow
+
+ACCOUNT = "123456789012"
+SETUP_KEYS = {"aws_access_key_id": "AKIASETUP0000000TEST", "aws_secret_access_key": "setup"}
+CLIENT = Path(__file__).with_name("sandbox_client.py")
+# Short lifetimes so refreshes happen within a test: the stand-in issues 8-second credentials,
+# the broker refreshes 4 s before expiry and never vends with less than 2 s left.
+LIFETIME = timedelta(seconds=8)
+FLOOR = "2"
+REFRESH_AHEAD = "4"
+
+
+@dataclass
+class World:
+    standin: StandIn
+    server: RunningWarrant
+    imds_url: str
+    secrets: set[str] = field(default_factory=set)
+
+    def iam(self) -> Any:
+        return boto3.client(
+            "iam", endpoint_url=self.standin.endpoint_url, region_name="us-east-1", **SETUP_KEYS
+        )
+
+    def admin(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        return httpx.request(
+            method,
+            self.server.internal_url + path,
+            json=body,
+            headers=self.server.key("admin"),
+            timeout=10,
+        )
+
+    def agent(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        return httpx.request(
+            method,
+            self.server.internal_url + path,
+            json=body,
+            headers=self.server.key("agent"),
+            timeout=30,
+        )
+
+    def standin_admin(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        return httpx.request(
+            method, f"{self.standin.endpoint_url}/_standin{path}", json=body, timeout=5
+        )
+
+    @property
+    def host(self) -> str:
+        return self.server.issuer_url.split("://", 1)[1]
+
+    def tenant(self, slug: str) -> None:
+        response = self.admin("POST", "/v1/tenants", {"slug": slug})
+        assert response.status_code == 201, response.text
+
+    def integration(self, tenant: str, name: str, role: str, **extra: Any) -> dict[str, Any]:
+        body = {
+            "name": name,
+            "account_id": ACCOUNT,
+            "role_arn": f"arn:aws:iam::{ACCOUNT}:role/{role}",
+            **extra,
+        }
+        response = self.admin("POST", f"/v1/tenants/{tenant}/integrations", body)
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def oidc_role(self, role: str, *, aud: str, sub: str, max_session: int = 3600) -> None:
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{self.host}"},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {f"{self.host}:aud": aud, f"{self.host}:sub": sub}
+                    },
+                }
+            ],
+        }
+        self.iam().create_role(
+            RoleName=role,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            MaxSessionDuration=max_session,
+        )
+
+    def sandbox(self, tenant: str, integration: str, **extra: Any) -> dict[str, Any]:
+        response = self.agent(
+            "POST", "/v1/sandboxes", {"tenant": tenant, "integration": integration, **extra}
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        for name in (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ):
+            if name in body["env"]:
+                self.secrets.add(body["env"][name])
+        return body
+
+    def vend(self, token: str) -> httpx.Response:
+        response = httpx.get(self.server.sandbox_url, headers={"Authorization": token}, timeout=10)
+        if response.status_code == 200:
+            self.secrets.update({response.json()["SecretAccessKey"], response.json()["Token"]})
+        return response
+
+    def sandbox_env(self, grant: dict[str, Any]) -> dict[str, str]:
+        """Only what Warrant handed out, plus the stand-in's STS endpoint (no real AWS here)."""
+        return {
+            **grant["env"],
+            "PATH": os.environ["PATH"],
+            "HOME": "/nonexistent",
+            "AWS_ENDPOINT_URL_STS": self.standin.endpoint_url,
+            "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        }
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    imds = FakeImds(
+        role_name="warrant-host",
+        credentials={
+            "AccessKeyId": "ASIAHOSTINSTANCE0001",
+            "SecretAccessKey": "host-secret-not-vended",
+            "Token": "host-session-token",
+            "Expiration": "2099-01-01T00:00:00Z",
+        },
+    )
+    with (
+        StandIn(allow_http_issuers=True, credential_lifetime=LIFETIME) as standin,
+        running_imds(imds) as imds_url,
+    ):
+        data = tmp_path_factory.mktemp("warrant")
+        sandbox_port = free_port()
+        with running_warrant(
+            data,
+            WARRANT_STS_ENDPOINT=standin.endpoint_url,
+            WARRANT_IMDS_ENDPOINT=imds_url,
+            WARRANT_CREDENTIAL_FLOOR=FLOOR,
+            WARRANT_CREDENTIAL_REFRESH_AHEAD=REFRESH_AHEAD,
+            WARRANT_SANDBOX_ADDR=f"127.0.0.1:{sandbox_port}",
+        ) as server:
+            world = World(standin, server, imds_url)
+            world.iam().create_open_id_connect_provider(
+                # moto lacks AddClientIDToOpenIDConnectProvider: register every tenant's
+                # audience up front (initech's is left out on purpose).
+                Url=server.issuer_url,
+                ClientIDList=["acme-oidc-service", "globex-oidc-service"],
+                ThumbprintList=["0" * 40],
+            )
+            world.standin_admin(
+                "POST",
+                "/principals",
+                {
+                    "access_key_id": "ASIAHOSTINSTANCE0001",
+                    "arn": f"arn:aws:iam::{ACCOUNT}:role/warrant-host",
+                },
+            )
+            yield world
+
+
+def run_client(
+    world: World, grant: dict[str, Any], duration: float, interval: float
+) -> list[dict[str, str]]:
+    result = subprocess.run(
+        [sys.executable, str(CLIENT), str(duration), str(interval)],
+        env=world.sandbox_env(grant),
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_unmodified_boto3_keeps_working_across_refreshes(world: World) -> None:
+    """boto3 with only the sandbox env reaches STS as the assumed role, and keeps working while
+    Warrant refreshes the short-lived session underneath it several times."""
+    world.tenant("acme")
+    integration = world.integration("acme", "prod", "acme-reader")
+    world.oidc_role("acme-reader", aud="acme-oidc-service", sub=f"tenant:acme:{integration['id']}")
+    grant = world.sandbox("acme", "prod")
+    assert set(grant["env"]) == {
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_EC2_METADATA_DISABLED",
+    }
+    assert grant["env"]["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == world.server.sandbox_url
+    lines = run_client(world, grant, duration=13, interval=0.5)
+    assert not [line for line in lines if "error" in line]
+    assert all(line["account"] == ACCOUNT for line in lines)
+    assert all(
+        re.fullmatch(
+            rf"arn:aws:sts::{ACCOUNT}:assumed-role/acme-reader/warrant-acme-prod", line["arn"]
+        )
+        for line in lines
+    ), lines[0]
+    assert len({line["access_key"] for line in lines}) >= 3, "expected several refreshes"
+
+
+def test_vended_credentials_never_have_less_than_the_floor(world: World) -> None:
+    """Every vend over more than a credential lifetime has at least the floor left, in the SDK
+    shape."""
+    grant = world.sandbox("acme", "prod")
+    token = grant["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+    deadline = time.monotonic() + LIFETIME.total_seconds() + 3
+    while time.monotonic() < deadline:
+        response = world.vend(token)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"AccessKeyId", "SecretAccessKey", "Token", "Expiration", "AccountId"}
+        assert body["AccountId"] == ACCOUNT
+        expires = datetime.strptime(body["Expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        assert expires - datetime.now(UTC) >= timedelta(seconds=int(FLOOR) - 1)
+        time.sleep(0.25)
+
+
+def test_aws_cli_with_only_the_sandbox_env(world: World) -> None:
+    """The AWS CLI, given only the sandbox env, prints the assumed-role identity."""
+    grant = world.sandbox("acme", "prod")
+    aws = str(Path(sys.executable).with_name("aws"))
+    result = subprocess.run(
+        [aws, "sts", "get-caller-identity", "--output", "json"],
+        env=world.sandbox_env(grant),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "assumed-role/acme-reader" in json.loads(result.stdout)["Arn"]
+
+
+def test_env_delivery_gives_static_working_credentials(world: World) -> None:
+    """env delivery hands out working static keys, documented as never refreshed."""
+    grant = world.sandbox("acme", "prod", delivery="env", ttl_seconds=600)
+    assert {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_CREDENTIAL_EXPIRATION",
+    } <= set(grant["env"])
+    assert "AWS_CONTAINER_AUTHORIZATION_TOKEN" not in grant["env"]
+    assert "never refreshed" in grant["note"]
+    lines = run_client(world, grant, duration=0, interval=0)
+    assert "assumed-role/acme-reader" in lines[0]["arn"]
+
+
+def test_credential_process_profile(world: World, tmp_path: Path) -> None:
+    """An AWS profile whose credential_process is `warrant credential-process` works in boto3."""
+    grant = world.sandbox("acme", "prod")
+    token_file = tmp_path / "token"
+    token_file.write_text(grant["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"])
+    warrant = Path(sys.executable).with_name("warrant")
+    config = tmp_path / "config"
+    config.write_text(
+        f"[profile sandbox]\ncredential_process = {warrant} credential-process "
+        f"--url {world.server.sandbox_url} --token-file {token_file}\n"
+    )
+    printed = cli(
+        world.server.env,
+        "credential-process",
+        "--url",
+        world.server.sandbox_url,
+        "--token-file",
+        str(token_file),
+    )
+    body = json.loads(printed.stdout)
+    assert body["Version"] == 1
+    assert set(body) == {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}
+    world.secrets.update({body["SecretAccessKey"], body["SessionToken"]})
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": "/nonexistent",
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_PROFILE": "sandbox",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_STS": world.standin.endpoint_url,
+    }
+    result = subprocess.run(
+        [sys.executable, str(CLIENT), "0", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "assumed-role/acme-reader" in result.stdout, result.stdout + result.stderr
+    bad = cli(
+        world.server.env,
+        "credential-process",
+        "--url",
+        world.server.sandbox_url,
+        "--token-file",
+        str(tmp_path / "missing"),
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("error: cannot read --token-file")
+
+
+def test_tenant_isolation_across_every_endpoint(world: World) -> None:
+    """A sandbox token yields only its own tenant's role, and opens nothing else anywhere."""
+    world.tenant("globex")
+    integration = world.integration("globex", "main", "globex-reader")
+    world.oidc_role(
+        "globex-reader", aud="globex-oidc-service", sub=f"tenant:globex:{integration['id']}"
+    )
+    acme = world.sandbox("acme", "prod")
+    globex = world.sandbox("globex", "main")
+    acme_token = acme["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+    globex_token = globex["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+    acme_lines = run_client(world, acme, duration=0, interval=0)
+    globex_lines = run_client(world, globex, duration=0, interval=0)
+    assert "acme-reader" in acme_lines[0]["arn"]
+    assert "globex-reader" in globex_lines[0]["arn"]
+    # A tenant's token cannot be pointed at the other tenant's integration: there is no knob.
+    for params in ({"sandbox": acme["sandbox_id"]}, {"integration": "prod"}, {"tenant": "acme"}):
+        response = httpx.get(
+            world.server.sandbox_url,
+            params=params,
+            headers={"Authorization": globex_token},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        assert response.json()["AccessKeyId"] != world.vend(acme_token).json()["AccessKeyId"]
+    # Sandbox tokens are not API keys, and the sandbox listener serves nothing else.
+    for token in (acme_token, f"Bearer {acme_token}"):
+        for method, path in [
+            ("POST", "/v1/tokens"),
+            ("GET", f"/v1/sandboxes/{acme['sandbox_id']}"),
+            ("DELETE", f"/v1/sandboxes/{globex['sandbox_id']}"),
+            ("GET", "/v1/tenants/acme/integrations"),
+        ]:
+            response = httpx.request(
+                method,
+                world.server.internal_url + path,
+                headers={"Authorization": token},
+                timeout=10,
+            )
+            assert response.status_code == 401, (method, path)
+    sandbox_base = world.server.sandbox_url.rsplit("/v1/", 1)[0]
+    for method, path in [
+        ("POST", "/v1/tokens"),
+        ("POST", "/v1/sandboxes"),
+        ("GET", "/metrics"),
+        ("GET", "/.well-known/jwks.json"),
+        ("GET", "/v1/tenants"),
+        ("GET", "/healthz"),
+    ]:
+        response = httpx.request(
+            method, sandbox_base + path, headers={"Authorization": acme_token}, timeout=10
+        )
+        assert response.status_code == 404, (method, path)
+    unknown = world.vend("wsb_" + "A" * 43)
+    assert unknown.status_code == 401
+    assert "acme" not in unknown.text
+    assert "globex" not in unknown.text
+
+
+def test_deleting_a_sandbox_revokes_at_once(world: World) -> None:
+    """After DELETE, the very next credentials request is refused, and status shows revoked."""
+    grant = world.sandbox("acme", "prod")
+    token = grant["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+    assert world.vend(token).status_code == 200
+    deleted = world.agent("DELETE", f"/v1/sandboxes/{grant['sandbox_id']}")
+    assert deleted.status_code == 200
+    assert deleted.json()["status"] == "revoked"
+    assert world.vend(token).status_code == 401
+    status = world.agent("GET", f"/v1/sandboxes/{grant['sandbox_id']}").json()
+    assert status["status"] == "revoked"
+    assert "token" not in json.dumps(status).lower()
+
+
+def test_one_sts_call_serves_many_concurrent_sandboxes(world: World) -> None:
+    """Two hundred concurrent vends for a new integration cost exactly one STS exchange."""
+    integration = world.integration("acme", "burst", "acme-burst")
+    world.oidc_role("acme-burst", aud="acme-oidc-service", sub=f"tenant:acme:{integration['id']}")
+    world.standin_admin("POST", "/reset")
+    grant = world.sandbox("acme", "burst")
+    token = grant["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            responses = await asyncio.gather(
+                *[
+                    client.get(world.server.sandbox_url, headers={"Authorization": token})
+                    for _ in range(200)
+                ]
+            )
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(burst()) == [200] * 200
+    stats = world.standin_admin("GET", "/stats").json()
+    assert stats["AssumeRoleWithWebIdentity"] == {"ok": 1}
+
+
+def test_sts_outage_serves_cached_credentials_then_503(world: World) -> None:
+    """With STS down, cached credentials keep flowing until their floor, then a 503 with
+    Retry-After; when STS returns, vending recovers."""
+    integration = world.integration("acme", "outage", "acme-outage")
+    world.oidc_role("acme-outage", aud="acme-oidc-service", sub=f"tenant:acme:{integration['id']}")
+    grant = world.sandbox("acme", "outage")
+    token = grant["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+    world.standin_admin("POST", "/faults", {"mode": "unavailable"})
+    try:
+        served, deadline = 0, time.monotonic() + LIFETIME.total_seconds() + 5
+        while True:
+            response = world.vend(token)
+            if response.status_code != 200:
+                break
+            served += 1
+            assert time.monotonic() < deadline, "cached credentials outlived their floor"
+            time.sleep(0.25)
+        assert served >= 4, "cached credentials should keep flowing during the outage"
+        assert response.status_code == 503
+        assert int(response.headers["retry-after"]) >= 1
+        assert response.json()["error"] == "credentials_unavailable"
+    finally:
+        world.standin_admin("POST", "/faults", {"mode": "none"})
+    deadline = time.monotonic() + 30
+    while world.vend(token).status_code != 200:
+        assert time.monotonic() < deadline, "vending did not recover after the outage"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize(
+    ("case", "sts_code", "hint"),
+    [
+        ("wrong_sub", "AccessDenied", "sub"),
+        ("wrong_audience", "InvalidIdentityToken", "audience"),
+        ("duration_over_role_max", "ValidationError", "MaxSessionDuration"),
+    ],
+)
+def test_misconfigured_oidc_integrations_are_explained(
+    world: World, case: str, sts_code: str, hint: str
+) -> None:
+    """Each misconfiguration is refused by the stand-in and reaches the agent as a clear 403
+    naming the STS error and the likely cause, when the sandbox is created."""
+    role = f"acme-{case.replace('_', '-')}"
+    extra = {"session_duration": 7200} if case == "duration_over_role_max" else {}
+    slug = "initech" if case == "wrong_audience" else "acme"
+    if slug == "initech" and world.admin("GET", "/v1/tenants/initech").status_code == 404:
+        assert world.admin("POST", "/v1/tenants", {"slug": "initech"}).status_code == 201
+    integration = world.integration(slug, case, role, **extra)
+    sub = f"tenant:{slug}:{integration['id']}" if case != "wrong_sub" else "tenant:acme:other"
+    world.oidc_role(role, aud=f"{slug}-oidc-service", sub=sub)
+    response = world.agent("POST", "/v1/sandboxes", {"tenant": slug, "integration": case})
+    assert response.status_code == 403, response.text
+    body = response.json()
+    assert body["error"] == "credentials_rejected"
+    assert sts_code in body["message"]
+    assert hint.lower() in body["message"].lower()
+
+
+def host_trust(external_id: str) -> dict[str, Any]:
+    """A customer role trusting Warrant's EC2 instance role, pinned to an ExternalId."""
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:role/warrant-host"},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
+    }
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
+def test_instance_role_flow_with_external_id(world: World) -> None:
+    """The instance role from IMDSv2 assumes the customer's role with the generated ExternalId,
+    and a wrong ExternalId in the trust policy is refused with a clear error."""
+    integration = world.integration("acme", "self-hosted", "acme-xacct", method="instance_role")
+    external_id = integration["external_id"]
+    assert external_id.startswith("warrant-")
+    world.iam().create_role(
+        RoleName="acme-xacct", AssumeRolePolicyDocument=json.dumps(host_trust(external_id))
+    )
+    grant = world.sandbox("acme", "self-hosted")
+    lines = run_client(world, grant, duration=0, interval=0)
+    assert "assumed-role/acme-xacct" in lines[0]["arn"], lines
+    bad = world.integration("acme", "wrong-external", "acme-xacct-wrong", method="instance_role")
+    world.iam().create_role(
+        RoleName="acme-xacct-wrong", AssumeRolePolicyDocument=json.dumps(host_trust("other-id"))
+    )
+    response = world.agent("POST", "/v1/sandboxes", {"tenant": "acme", "integration": bad["name"]})
+    assert response.status_code == 403
+    assert "ExternalId" in response.json()["message"]
+
+
+def test_removing_an_integration_revokes_its_sandboxes(world: World) -> None:
+    """DELETE of an integration revokes its sandboxes at once and says how to cut off issued
+    credentials on the AWS side."""
+    integration = world.integration("acme", "temp", "acme-temp")
+    world.oidc_role("acme-temp", aud="acme-oidc-service", sub=f"tenant:acme:{integration['id']}")
+    grant = world.sandbox("acme", "temp")
+    token = grant["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+    assert world.vend(token).status_code == 200
+    removed = world.admin("DELETE", f"/v1/tenants/acme/integrations/{integration['id']}")
+    assert removed.status_code == 200
+    assert removed.json()["revoked_sandboxes"] == [grant["sandbox_id"]]
+    assert "aws:TokenIssueTime" in removed.json()["note"]
+    assert world.vend(token).status_code == 401
+
+
+def test_audit_log_records_and_holds_no_secret(world: World) -> None:
+    """The audit log has durable records of every kind, and neither it nor the server's logs
+    contain a secret key, session token, sandbox token, API key or JWT."""
+    audit = world.server.data_dir / "audit.jsonl"
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    events = {r["event"] for r in records}
+    assert {
+        "sandbox.create",
+        "sandbox.delete",
+        "exchange",
+        "vend",
+        "integration.add",
+        "integration.remove",
+    } <= events
+    vend = next(r for r in records if r["event"] == "vend" and r["outcome"] == "ok")
+    assert vend["access_key_id"].startswith("ASIA")
+    assert vend["session_name"] == "warrant-acme-prod"
+    text = audit.read_text() + world.server.logs()
+    assert world.secrets, "the scenario should have seen secrets to look for"
+    for secret in world.secrets:
+        assert secret not in text
+    api_keys = [
+        (world.server.data_dir / f"{r}.key").read_text().strip() for r in ("admin", "agent")
+    ]
+    for key in api_keys:
+        assert key not in text
+    assert not re.search(r"eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]{10,}", text), "a JWT leaked"
