@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP) ## create .venv and install Warrant with its pinned dependencies
 
 run: $(STAMP) ## run Warrant on embedded defaults (SQLite, keys under ./var, dev mode)
-	WARRANT_DEV=1 $(BIN)/warrant serve
+	WARRANT_DEV=1 $(BIN)/warrant demo
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -9,21 +9,22 @@ from pathlib import Path
 
 import click
 
-from broker.audit import FileAuditLog
+from broker.banner import ready_banner
 from broker.credential_process import CredentialProcessError, fetch, render
 from broker.delivery.http import DISCONNECT_NOTE
 from broker.integrations import SqlIntegrationStore
-from broker.model import AuditEvent, Integration
+from broker.model import Integration
 from broker.runtime import WarrantRuntime
 from broker.sandboxes import SqlSandboxStore
 from broker.settings import BrokerSettings
-from issuer.apikeys import Role
+from issuer.audit import AuditEvent, FileAuditLog
 from issuer.cli import DEV_WARNING, CliContext, main, run_async
 from issuer.db import create_engine, create_schema
-from issuer.errors import BadRequest
+from issuer.errors import BadRequest, ConfigError
 from issuer.http import iso
 from issuer.runtime import utc_now
 from issuer.server import serve
+from issuer.settings import parse_address
 
 __all__ = ["main"]
 
@@ -52,30 +53,22 @@ async def serve_command(obj: CliContext) -> None:
         await runtime.close()
 
 
-def ready_banner(runtime: WarrantRuntime) -> str:
-    s, bs = runtime.issuer.settings, runtime.broker_settings
-    admin = runtime.issuer.api_key_files.get(Role.ADMIN)
-    agent = runtime.issuer.api_key_files.get(Role.AGENT)
-    scheme = "https" if bs.internal_tls else "http"
-    internal = f"{scheme}://{s.internal_addr}"
-    warrant = sys.argv[0]
-    return f"""\
-Warrant is serving.
-  issuer     {s.issuer_url}
-  public     http://{s.public_addr}   discovery + JWKS (the only listener to expose)
-  internal   {internal}   minting, tenants, keys, integrations, sandboxes, /metrics
-  sandbox    {bs.sandbox_url}   credentials for sandboxes, nothing else
-  admin key  {admin}
-  agent key  {agent}
-  audit log  {bs.audit_path}
-Try next:
-  curl -s {s.issuer_url}/.well-known/openid-configuration
-  curl -s -X POST {internal}/v1/tenants -H "Authorization: Bearer $(cat {admin})" \\
-       -d '{{"slug": "acme", "name": "Acme Corp"}}'
-  curl -s -X POST {internal}/v1/tokens -H "Authorization: Bearer $(cat {agent})" \\
-       -d '{{"tenant": "acme", "subject": "agent-1"}}'
-  {warrant} keys list
-Stop with Ctrl-C."""
+@main.command("demo")
+@click.pass_obj
+@run_async
+async def demo_command(obj: CliContext) -> None:
+    """Serve Warrant against a local STS stand-in and set up a demo tenant end to end."""
+    # The demo needs the `standin` extra (moto), absent from production installs.
+    from broker.demo import DEMO_STS_ADDR, run_demo  # noqa: PLC0415
+
+    settings = obj.settings(serving=True)
+    if not settings.dev:
+        raise ConfigError("warrant demo runs only in development mode: set WARRANT_DEV=1")
+    click.echo(DEV_WARNING, err=True)
+    sts_addr = parse_address(obj.env, "WARRANT_DEMO_STS_ADDR", str(DEMO_STS_ADDR))
+    await run_demo(
+        settings, BrokerSettings.from_env(obj.env, data_dir=settings.data_dir), sts_addr
+    )
 
 
 async def _stores(
@@ -85,7 +78,7 @@ async def _stores(
     bs = BrokerSettings.from_env(obj.env, data_dir=settings.data_dir)
     engine = create_engine(settings.database_url)
     await create_schema(engine)
-    audit = FileAuditLog(bs.audit_path, utc_now)
+    audit = FileAuditLog(settings.audit_path, utc_now)
     floor = int(bs.credential_floor.total_seconds())
 
     async def close() -> None:

@@ -81,21 +81,3 @@ class Sandbox:
 
     def live(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.expires_at
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """One line of the audit log. Never a secret key, session token, JWT or API key."""
-
-    event: str  # mint, exchange, vend, sandbox.create, sandbox.delete, integration.*, key.*
-    outcome: str  # ok | denied | error
-    tenant: str | None = None
-    integration: str | None = None
-    sandbox: str | None = None
-    role_arn: str | None = None
-    session_name: str | None = None
-    access_key_id: str | None = None
-    expiration: datetime | None = None
-    sts_error: str | None = None
-    request_id: str | None = None
-    detail: str | None = None

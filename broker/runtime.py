@@ -13,7 +13,6 @@ from datetime import datetime
 import httpx
 from starlette.applications import Starlette
 
-from broker.audit import FileAuditLog
 from broker.cache import CachedSource
 from broker.delivery.http import BrokerApi, create_sandbox_app
 from broker.imds import ImdsClient
@@ -28,6 +27,7 @@ from broker.sources.router import MethodRouter
 from broker.sources.web_identity import WebIdentitySource
 from broker.sts import StsClients
 from issuer.app import create_internal_app
+from issuer.audit import AuditLog
 from issuer.minting import TokenMinter
 from issuer.runtime import IssuerRuntime, utc_now
 from issuer.server import Listener
@@ -53,7 +53,7 @@ class WarrantRuntime:
     broker_settings: BrokerSettings
     service: BrokerService
     cache: CachedSource
-    audit: FileAuditLog
+    audit: AuditLog
     internal_app: Starlette
     sandbox_app: Starlette
     _sts: StsClients
@@ -68,7 +68,7 @@ class WarrantRuntime:
     ) -> WarrantRuntime:
         issuer = await IssuerRuntime.open(settings, clock)
         bs = broker_settings
-        audit = FileAuditLog(bs.audit_path, clock)
+        audit = issuer.audit
         sts = StsClients(endpoint_url=bs.sts_endpoint)
         imds_http = httpx.AsyncClient(timeout=IMDS_TIMEOUT)
         router = MethodRouter(
@@ -136,5 +136,4 @@ class WarrantRuntime:
         await self.cache.close()
         await self._sts.close()
         await self._imds_http.aclose()
-        await self.audit.close()
         await self.issuer.close()

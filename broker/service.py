@@ -14,23 +14,16 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from broker.audit import AuditLog
 from broker.cache import CachedSource
 from broker.errors import BrokerError, CredentialsRejected, CredentialsUnavailable
 from broker.integrations import IntegrationStore
-from broker.model import (
-    AuditEvent,
-    AwsCredentials,
-    CredentialRequest,
-    Delivery,
-    Integration,
-    Sandbox,
-)
+from broker.model import AwsCredentials, CredentialRequest, Delivery, Integration, Sandbox
 from broker.sandboxes import CachedSandboxAuth, SandboxStore
 from broker.session_name import session_name
 from broker.settings import BrokerSettings
 from broker.validation import session_policy as validate_session_policy
 from broker.validation import ttl_seconds as validate_ttl
+from issuer.audit import AuditEvent, AuditLog
 from issuer.errors import BadRequest, Unauthenticated
 from issuer.http import iso
 from issuer.tenants import TenantStore, validate_slug

@@ -43,7 +43,6 @@ class BrokerSettings:
     refresh_ahead: timedelta
     sandbox_default_ttl: timedelta
     sandbox_max_ttl: timedelta
-    audit_path: Path
     internal_tls: TlsFiles | None
     sandbox_tls: TlsFiles | None
 
@@ -91,7 +90,6 @@ class BrokerSettings:
             refresh_ahead=ahead,
             sandbox_default_ttl=default_ttl,
             sandbox_max_ttl=max_ttl,
-            audit_path=Path(env.get("WARRANT_AUDIT_LOG") or data_dir / "audit.jsonl"),
             internal_tls=_tls(env, "WARRANT_INTERNAL_TLS_CERT", "WARRANT_INTERNAL_TLS_KEY"),
             sandbox_tls=sandbox_tls,
         )

@@ -17,6 +17,7 @@ import uvloop
 from sqlalchemy.exc import SQLAlchemyError
 
 from issuer.apikeys import Role, SqlApiKeyStore
+from issuer.audit import FileAuditLog
 from issuer.db import create_engine, create_schema
 from issuer.errors import IssuerError
 from issuer.http import iso
@@ -40,7 +41,8 @@ class CliContext:
         return Settings.from_env(self.env, require_issuer=serving)
 
     def key_manager_factory(self) -> KeyManager:
-        return build_key_manager(self.settings(), utc_now)
+        settings = self.settings()
+        return build_key_manager(settings, utc_now, FileAuditLog(settings.audit_path, utc_now))
 
 
 def fail(message: str) -> None:
@@ -82,6 +84,8 @@ def main(ctx: click.Context) -> None:
     )
     # One "Started server process" line per listener says nothing the ready banner doesn't.
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    # One line per outbound request (STS, IMDS, the IdP) is noise at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 main.add_command(keys_group)

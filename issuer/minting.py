@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from issuer.audit import AuditEvent, AuditLog
 from issuer.errors import BadRequest
 from issuer.keyring import KeyRing
 from issuer.tenants import TenantStore, audience_for, validate_slug
@@ -51,7 +52,9 @@ class TokenMinter:
         default_ttl: timedelta,
         max_ttl: timedelta,
         min_ttl: timedelta,
+        audit: AuditLog,
     ) -> None:
+        self._audit = audit
         self._issuer_url = issuer_url
         self._keyring = keyring
         self._tenants = tenants
@@ -89,6 +92,16 @@ class TokenMinter:
         header = self._header(signer.kid, signer.alg.value)
         signing_input = f"{header}.{b64url(_json(claims))}"
         signature = await signer.sign(signing_input.encode("ascii"))
+        # Durable before the token leaves; the token itself is never recorded.
+        await self._audit.write(
+            AuditEvent(
+                event="mint",
+                outcome="ok",
+                tenant=tenant,
+                expiration=datetime.fromtimestamp(expires, UTC),
+                detail=f"sub={sub} kid={signer.kid} jti={claims['jti']}",
+            )
+        )
         return MintedToken(
             token=f"{signing_input}.{b64url(signature)}",
             expires_at=datetime.fromtimestamp(expires, UTC),

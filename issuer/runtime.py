@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from issuer.apikeys import CachedApiKeyStore, Role, SqlApiKeyStore, ensure_bootstrap_keys
 from issuer.app import InternalApi, create_internal_app, create_public_app
+from issuer.audit import AuditEvent, AuditLog, FileAuditLog
 from issuer.auth import Authenticator
 from issuer.db import create_engine, create_schema, ping
 from issuer.keyring import KeyRing
@@ -27,7 +28,7 @@ from issuer.settings import MIN_TOKEN_TTL, Settings
 from issuer.tenants import CachedTenantStore, SqlTenantStore, TenantStore
 from keys.errors import KeysError
 from keys.file_store import FileKeyStore
-from keys.manager import KeyManager
+from keys.manager import KeyChange, KeyChangeHook, KeyManager
 from keys.model import KeyState
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,24 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def build_key_manager(settings: Settings, clock: Callable[[], datetime]) -> KeyManager:
+def audit_key_changes(audit: AuditLog) -> KeyChangeHook:
+    async def record(change: KeyChange) -> None:
+        await audit.write(AuditEvent(event=change.event, outcome="ok", detail=change.detail))
+
+    return record
+
+
+def build_key_manager(
+    settings: Settings, clock: Callable[[], datetime], audit: AuditLog
+) -> KeyManager:
     store = FileKeyStore(
         settings.keys_dir,
         lock_timeout=KEY_LOCK_TIMEOUT,
         max_published=settings.policy.max_published,
     )
-    return KeyManager(store, settings.policy, settings.key_alg, clock)
+    return KeyManager(
+        store, settings.policy, settings.key_alg, clock, on_change=audit_key_changes(audit)
+    )
 
 
 @dataclass
@@ -66,6 +78,7 @@ class IssuerRuntime:
     authenticator: Authenticator
     tenants: TenantStore
     minter: TokenMinter
+    audit: FileAuditLog
 
     @classmethod
     async def open(
@@ -74,7 +87,8 @@ class IssuerRuntime:
         """Raises KeyStoreCorrupt when the key store cannot be trusted (never regenerated)."""
         # The data dir holds private keys and API keys: only the service's user may enter it.
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key_manager = build_key_manager(settings, clock)
+        audit = FileAuditLog(settings.audit_path, clock)
+        key_manager = build_key_manager(settings, clock, audit)
         snapshot = await key_manager.ensure_initialized()
         keyring = KeyRing(
             key_manager.store,
@@ -100,6 +114,7 @@ class IssuerRuntime:
             default_ttl=settings.token_default_ttl,
             max_ttl=settings.token_max_ttl,
             min_ttl=MIN_TOKEN_TTL,
+            audit=audit,
         )
 
         async def ready() -> dict[str, bool]:
@@ -130,6 +145,7 @@ class IssuerRuntime:
             authenticator=authenticator,
             tenants=tenants,
             minter=minter,
+            audit=audit,
         )
         runtime.update_key_metrics()
         return runtime
@@ -170,6 +186,7 @@ class IssuerRuntime:
             group.create_task(_every(self.settings.maintenance_interval, self.maintain_keys))
 
     async def close(self) -> None:
+        await self.audit.close()
         await self.engine.dispose()
 
 

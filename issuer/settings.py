@@ -71,6 +71,7 @@ class Settings:
     token_default_ttl: timedelta
     maintenance_interval: timedelta
     tenant_cache_ttl: timedelta
+    audit_path: Path
 
     @property
     def keys_dir(self) -> Path:
@@ -156,6 +157,7 @@ class Settings:
                 env, "WARRANT_KEY_MAINTENANCE_INTERVAL", DEFAULT_MAINTENANCE_INTERVAL
             ),
             tenant_cache_ttl=DEFAULT_TENANT_CACHE_TTL,
+            audit_path=Path(env.get("WARRANT_AUDIT_LOG") or data_dir / "audit.jsonl"),
         )
 
 

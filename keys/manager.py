@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from keys.errors import RotationRefused
@@ -21,7 +22,25 @@ from keys.rotation import (
     plan_rotate,
 )
 
-__all__ = ["KeyManager"]
+__all__ = ["KeyChange", "KeyChangeHook", "KeyManager"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """A lifecycle change that was persisted, for the caller's audit log."""
+
+    event: str  # key.bootstrap, key.rotate, key.revoke, key.prune, key.maintain
+    detail: str
+
+
+KeyChangeHook = Callable[[KeyChange], Awaitable[None]]
+
+
+def _describe(plan: Plan) -> str:
+    parts = [f"{kid}->{state.value}" for kid, state in sorted(plan.transitions.items())]
+    parts += [f"new {k.alg.value} {k.state.value} key" for k in plan.generate]
+    parts += [f"removed {kid}" for kid in plan.remove]
+    return "; ".join(parts)
 
 
 class KeyManager:
@@ -34,11 +53,29 @@ class KeyManager:
         policy: RotationPolicy,
         alg: Algorithm,
         clock: Callable[[], datetime],
+        on_change: KeyChangeHook | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
         self._alg = alg
         self._clock = clock
+        self._on_change = on_change
+
+    async def _apply(
+        self, event: str, planner: Callable[[Sequence[KeyRecord]], Plan]
+    ) -> KeySnapshot:
+        """Apply under the store's lock, then report what changed (nothing for an empty plan)."""
+        applied: builtins.list[Plan] = []
+
+        def recording(records: Sequence[KeyRecord]) -> Plan:
+            plan = planner(records)
+            applied.append(plan)
+            return plan
+
+        snapshot = await self._store.apply(recording)
+        if self._on_change is not None and applied and not applied[-1].empty:
+            await self._on_change(KeyChange(event, _describe(applied[-1])))
+        return snapshot
 
     @property
     def store(self) -> KeyStore:
@@ -54,14 +91,15 @@ class KeyManager:
 
     async def ensure_initialized(self) -> KeySnapshot:
         """Create the first active and pending keys if the store is empty; else change nothing."""
-        return await self._store.apply(
-            lambda records: plan_bootstrap(records, self._clock(), self._alg)
+        return await self._apply(
+            "key.bootstrap", lambda records: plan_bootstrap(records, self._clock(), self._alg)
         )
 
     async def maintain(self) -> KeySnapshot:
         """The periodic job: bootstrap, keep a pending key, rotate when due, prune."""
-        return await self._store.apply(
-            lambda records: plan_maintenance(records, self._clock(), self._policy, self._alg)
+        return await self._apply(
+            "key.maintain",
+            lambda records: plan_maintenance(records, self._clock(), self._policy, self._alg),
         )
 
     async def rotate(self, force: bool = False) -> RotationOutcome:
@@ -85,7 +123,7 @@ class KeyManager:
             outcomes.append(outcome)
             return outcome.plan
 
-        await self._store.apply(planner)
+        await self._apply("key.rotate" if not force else "key.rotate.force", planner)
         if refusals:
             raise refusals[-1]
         return outcomes[-1]
@@ -99,7 +137,7 @@ class KeyManager:
             outcomes.append(outcome)
             return outcome.plan
 
-        await self._store.apply(planner)
+        await self._apply("key.revoke", planner)
         return outcomes[-1]
 
     async def prune(self) -> builtins.list[str]:
@@ -111,7 +149,7 @@ class KeyManager:
             removed[:] = plan.remove
             return plan
 
-        await self._store.apply(planner)
+        await self._apply("key.prune", planner)
         return removed
 
     async def list(self) -> tuple[KeyRecord, ...]:

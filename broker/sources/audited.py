@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from broker.audit import AuditLog
 from broker.errors import BrokerError, CredentialsRejected, CredentialsUnavailable
-from broker.model import AuditEvent, AwsCredentials, CredentialRequest
+from broker.model import AwsCredentials, CredentialRequest
 from broker.protocols import CredentialSource
+from issuer.audit import AuditEvent, AuditLog
 
 
 class AuditedSource:

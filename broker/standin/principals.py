@@ -15,7 +15,12 @@ from broker.standin.errors import (
 )
 from broker.standin.model import Clock, Principal
 from broker.standin.query import IncomingRequest
-from broker.standin.sigv4 import access_key_id, parse_authorization, signature_matches
+from broker.standin.sigv4 import (
+    access_key_id,
+    parse_authorization,
+    security_token,
+    signature_matches,
+)
 
 __all__ = ["PrincipalRegistry"]
 
@@ -68,10 +73,9 @@ class PrincipalRegistry:
     def check(
         self, principal: Principal, request: IncomingRequest, *, verify_signature: bool
     ) -> None:
-        if principal.session_token is not None:
-            token = request.header("x-amz-security-token")
-            if token != principal.session_token:
-                raise invalid_client_token_id()
+        token = principal.session_token
+        if token is not None and security_token(request) != token:
+            raise invalid_client_token_id()
         if principal.expires_at is not None and self._clock() >= principal.expires_at:
             raise expired_token()
         if verify_signature and principal.secret_access_key is not None:

@@ -57,6 +57,7 @@ _ASSUME_ROLE_LISTS = re.compile(
     r"Tags\.member\.\d+\.(?:Key|Value)|TransitiveTagKeys\.member\.\d+"
     r"|ProvidedContexts\.member\.\d+\.(?:ProviderArn|ContextAssertion)"
 )
+_NO_LISTS = re.compile(r"(?!)")  # matches nothing: web identity takes no tag lists
 # Presigned requests carry their SigV4 fields in the query string.
 _SIGV4_QUERY = re.compile(r"X-Amz-[A-Za-z-]+")
 
@@ -133,7 +134,7 @@ def _check_policies(query: QueryRequest) -> None:
 def check_web_identity_params(query: QueryRequest) -> None:
     """AssumeRoleWithWebIdentity has no Tags, TransitiveTagKeys, ExternalId or SourceIdentity:
     those come only from the token, and a broker that sends them is wrong (aws-facts §2, §6.6)."""
-    _reject_unknown(query, _WEB_IDENTITY_PARAMS, re.compile(r"(?!)"))
+    _reject_unknown(query, _WEB_IDENTITY_PARAMS, _NO_LISTS)
     provider_id = query.get("ProviderId")
     if provider_id is not None:
         raise invalid_parameter_value(

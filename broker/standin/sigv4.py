@@ -15,7 +15,13 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from broker.standin.query import IncomingRequest
 
-__all__ = ["SigV4Authorization", "access_key_id", "parse_authorization", "signature_matches"]
+__all__ = [
+    "SigV4Authorization",
+    "access_key_id",
+    "parse_authorization",
+    "security_token",
+    "signature_matches",
+]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 _AUTHORIZATION = re.compile(
@@ -70,6 +76,17 @@ def access_key_id(request: IncomingRequest) -> str | None:
         if key == "X-Amz-Credential":
             match = _CREDENTIAL.match(value)
             return None if match is None else match["akid"]
+    return None
+
+
+def security_token(request: IncomingRequest) -> str | None:
+    """The session token, from its header or a presigned query string."""
+    token = request.header("x-amz-security-token")
+    if token is not None:
+        return token
+    for key, value in parse_qsl(request.query_string, keep_blank_values=True):
+        if key == "X-Amz-Security-Token":
+            return value
     return None
 
 

@@ -110,7 +110,10 @@ def test_trust_policy_principals(
     """The caller matches its role ARN, its account (root or id) and *, nothing else."""
     broker_role, session = broker_session(aws, warrant)
     customer = aws.role(customer_trust(principal_of(broker_role)))
-    call = lambda: assume(aws, session, customer, ExternalId=EXTERNAL_ID)  # noqa: E731
+
+    def call() -> Any:
+        return assume(aws, session, customer, ExternalId=EXTERNAL_ID)
+
     if allowed:
         assert call()["Credentials"]
     else:
@@ -162,9 +165,10 @@ def test_role_chaining_caps_the_session_at_an_hour(
     """A role session assuming another role may not ask for more than 3600 s."""
     broker_role, session = broker_session(aws, warrant)
     customer = aws.role(customer_trust(broker_role), max_session=43200)
-    call = lambda: assume(  # noqa: E731
-        aws, session, customer, ExternalId=EXTERNAL_ID, DurationSeconds=duration
-    )
+
+    def call() -> Any:
+        return assume(aws, session, customer, ExternalId=EXTERNAL_ID, DurationSeconds=duration)
+
     if allowed:
         assert call()["Credentials"]
     else:

@@ -35,7 +35,8 @@ def test_a_limited_fault_runs_out() -> None:
     faults.set(FaultPlan.build("throttle", ["AssumeRole"], 2))
     assert faults.take("AssumeRoleWithWebIdentity") is None
     first, second = faults.take("AssumeRole"), faults.take("AssumeRole")
-    assert first is not None and first.code == "Throttling"
+    assert first is not None
+    assert first.code == "Throttling"
     assert second is not None
     assert faults.take("AssumeRole") is None
     assert faults.plan.mode.value == "none"
@@ -47,6 +48,7 @@ def test_an_unlimited_fault_stays() -> None:
     faults.set(FaultPlan.build("unavailable"))
     for _ in range(5):
         error = faults.take("AssumeRoleWithWebIdentity")
-        assert error is not None and error.status == 503
+        assert error is not None
+        assert error.status == 503
     faults.clear()
     assert faults.take("AssumeRoleWithWebIdentity") is None

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from broker.standin import GateOptions, StandIn, create_app
+from broker.standin.model import utc_now
 from broker.standin.serving import ServerThread
 from tests.conftest import FakeClock
 from tests.e2e import RunningWarrant
@@ -34,19 +35,14 @@ def module_clock() -> FakeClock:
 
 
 @pytest.fixture
-def clock(module_clock: FakeClock) -> FakeClock:
+def gate_clock(module_clock: FakeClock) -> FakeClock:
     """The dev gate's clock, back at the real time (whole seconds) for each test."""
     module_clock.now = datetime.now(UTC).replace(microsecond=0)
     return module_clock
 
 
 def _serve(standin: StandIn, options: GateOptions, clock: FakeClock | None = None) -> Iterator[Aws]:
-    app = (
-        create_app(standin.moto_url, options, clock)
-        if clock
-        else create_app(standin.moto_url, options)
-    )
-    server = ServerThread(app)
+    server = ServerThread(create_app(standin.moto_url, options, clock or utc_now))
     server.start()
     yield Aws(server.url)
     server.stop()
@@ -73,7 +69,7 @@ def strict(strict_gate: Aws) -> Aws:
 
 
 @pytest.fixture
-def dev(dev_gate: Aws, clock: FakeClock) -> Aws:
+def dev(dev_gate: Aws, gate_clock: FakeClock) -> Aws:
     """A dev gate (http issuers, 120 s credentials, 0.3 s IdP timeout, the fake clock), reset."""
     assert dev_gate.admin("POST", "/reset").status_code == 204
     return dev_gate
@@ -98,22 +94,22 @@ def test_http_provider_registration_is_refused_by_default(strict: Aws) -> None:
 
 
 def test_credential_lifetime_rewrites_expiration(
-    dev: Aws, aws: Aws, fake_idp: FakeIdp, clock: FakeClock
+    dev: Aws, aws: Aws, fake_idp: FakeIdp, gate_clock: FakeClock
 ) -> None:
     """Issued credentials expire credential_lifetime after issue, whatever DurationSeconds says."""
     role = aws.role(pinned(fake_idp.issuer, AUDIENCE, SUBJECT))
     result = web_identity(dev, role, fake_idp.token(), DurationSeconds=3600)
-    assert result["Credentials"]["Expiration"] == clock.now + LIFETIME
+    assert result["Credentials"]["Expiration"] == gate_clock.now + LIFETIME
 
 
 def test_sessions_expire_after_their_lifetime(
-    dev: Aws, aws: Aws, fake_idp: FakeIdp, clock: FakeClock
+    dev: Aws, aws: Aws, fake_idp: FakeIdp, gate_clock: FakeClock
 ) -> None:
     """Once the clock passes Expiration the credentials get ExpiredToken everywhere."""
     role = aws.role(pinned(fake_idp.issuer, AUDIENCE, SUBJECT))
     credentials = web_identity(dev, role, fake_idp.token())["Credentials"]
     assert dev.sts(credentials).get_caller_identity()["Arn"]
-    clock.advance(LIFETIME)
+    gate_clock.advance(LIFETIME)
     assert refusal(lambda: dev.sts(credentials).get_caller_identity()).code == "ExpiredToken"
     error = refusal(lambda: dev.sts(credentials).assume_role(RoleArn=role, RoleSessionName="again"))
     assert error.code == "ExpiredToken"
@@ -121,12 +117,12 @@ def test_sessions_expire_after_their_lifetime(
 
 @pytest.mark.parametrize(("advance", "allowed"), [(590, True), (610, False)])
 def test_token_expiry_follows_the_clock(
-    dev: Aws, aws: Aws, fake_idp: FakeIdp, clock: FakeClock, advance: int, allowed: bool
+    dev: Aws, aws: Aws, fake_idp: FakeIdp, gate_clock: FakeClock, advance: int, allowed: bool
 ) -> None:
     """A 300 s token is good until ten minutes (exp plus the skew) on the gate's clock."""
     role = aws.role(pinned(fake_idp.issuer, AUDIENCE, SUBJECT))
     token = fake_idp.token()
-    clock.advance(timedelta(seconds=advance))
+    gate_clock.advance(timedelta(seconds=advance))
     if allowed:
         assert web_identity(dev, role, token)["Credentials"]
     else:

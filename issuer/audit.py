@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from broker.model import AuditEvent
 from issuer.errors import Unavailable
 
 __all__ = [
@@ -33,6 +32,25 @@ __all__ = [
     "FileAuditLog",
     "render",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One line of the audit log. Never a secret key, session token, JWT or API key."""
+
+    event: str  # mint, exchange, vend, sandbox.*, integration.*, tenant.*, key.*
+    outcome: str  # ok | denied | error
+    tenant: str | None = None
+    integration: str | None = None
+    sandbox: str | None = None
+    role_arn: str | None = None
+    session_name: str | None = None
+    access_key_id: str | None = None
+    expiration: datetime | None = None
+    sts_error: str | None = None
+    request_id: str | None = None
+    detail: str | None = None
+
 
 DETAIL_MAX_CHARS = 500  # free text; bounded so one event cannot bloat the log
 _FIELDS = (

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.audit import AuditLog, AuditUnavailable, FileAuditLog, render
-from broker.model import AuditEvent
+from issuer.audit import AuditEvent, AuditLog, AuditUnavailable, FileAuditLog, render
 from issuer.errors import Unavailable
 from tests.issuer.conftest import Clock
 
