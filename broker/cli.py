@@ -66,9 +66,7 @@ async def demo_command(obj: CliContext) -> None:
         raise ConfigError("warrant demo runs only in development mode: set WARRANT_DEV=1")
     click.echo(DEV_WARNING, err=True)
     sts_addr = parse_address(obj.env, "WARRANT_DEMO_STS_ADDR", str(DEMO_STS_ADDR))
-    await run_demo(
-        settings, BrokerSettings.from_env(obj.env, data_dir=settings.data_dir), sts_addr
-    )
+    await run_demo(settings, BrokerSettings.from_env(obj.env, data_dir=settings.data_dir), sts_addr)
 
 
 async def _stores(

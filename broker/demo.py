@@ -67,9 +67,7 @@ async def run_demo(
     # The stand-in (moto) is the `standin` extra, absent from production installs.
     from broker.standin import StandIn  # noqa: PLC0415
 
-    with StandIn(
-        host=sts_addr.host, port=sts_addr.port, allow_http_issuers=True
-    ) as standin:
+    with StandIn(host=sts_addr.host, port=sts_addr.port, allow_http_issuers=True) as standin:
         bs = replace(broker_settings, sts_endpoint=standin.endpoint_url)
         runtime = await WarrantRuntime.open(settings, bs)
         ready = asyncio.Event()

@@ -17,6 +17,7 @@ from broker.cache import CachedSource
 from broker.delivery.http import BrokerApi, create_sandbox_app
 from broker.imds import ImdsClient
 from broker.integrations import SqlIntegrationStore
+from broker.metrics import CacheCollector
 from broker.sandboxes import CachedSandboxAuth, SqlSandboxStore
 from broker.service import BrokerService
 from broker.settings import SANDBOX_AUTH_CACHE_TTL, BrokerSettings
@@ -78,7 +79,7 @@ class WarrantRuntime:
             ),
         )
         cache = CachedSource(
-            AuditedSource(router, audit),
+            AuditedSource(router, audit, issuer.metrics),
             clock=clock,
             floor=bs.credential_floor,
             refresh_ahead=bs.refresh_ahead,
@@ -95,7 +96,9 @@ class WarrantRuntime:
             audit=audit,
             clock=clock,
             settings=bs,
+            metrics=issuer.metrics,
         )
+        issuer.metrics.registry.register(CacheCollector(cache))
         api = BrokerApi(auth=issuer.authenticator, service=service, clock=clock)
         return cls(
             issuer=issuer,

@@ -26,6 +26,7 @@ from broker.validation import ttl_seconds as validate_ttl
 from issuer.audit import AuditEvent, AuditLog
 from issuer.errors import BadRequest, Unauthenticated
 from issuer.http import iso
+from issuer.metrics import Metrics
 from issuer.tenants import TenantStore, validate_slug
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ class BrokerService:
         audit: AuditLog,
         clock: Callable[[], datetime],
         settings: BrokerSettings,
+        metrics: Metrics,
     ) -> None:
+        self._metrics = metrics
         self._tenants = tenants
         self._integrations = integrations
         self._sandboxes = sandboxes
@@ -205,6 +208,7 @@ class BrokerService:
         are indistinguishable (401), and nothing about other tenants is revealed."""
         sandbox = await self._auth.authenticate(token)
         if sandbox is None or not sandbox.live(self._clock()):
+            self._metrics.vends.labels("denied").inc()
             await self._audit.write(
                 AuditEvent(
                     event="vend",
@@ -215,7 +219,14 @@ class BrokerService:
             )
             raise Unauthenticated("invalid, expired or revoked sandbox token")
         integration = await self._integration(sandbox.integration_id)
-        return await self._fetch(integration, sandbox, request_id)
+        try:
+            credentials = await self._fetch(integration, sandbox, request_id)
+        except Exception:
+            self._metrics.vends.labels("error").inc()
+            raise
+        self._metrics.vends.labels("ok").inc()
+        self._metrics.vended_remaining.observe(credentials.remaining(self._clock()).total_seconds())
+        return credentials
 
     async def _integration(self, integration_id: str) -> Integration:
         integration = self._integration_cache.get(integration_id)

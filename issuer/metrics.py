@@ -46,6 +46,24 @@ class Metrics:
             "Age of the active signing key",
             registry=self.registry,
         )
+        self.sts_exchanges = Counter(
+            "warrant_sts_exchanges",
+            "STS exchanges by method, outcome and AWS error code",
+            ("method", "outcome", "code"),
+            registry=self.registry,
+        )
+        self.vends = Counter(
+            "warrant_credential_vends",
+            "Credential requests from sandboxes by outcome",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.vended_remaining = Histogram(
+            "warrant_vended_credential_remaining_seconds",
+            "Lifetime left on credentials when they were vended",
+            buckets=(300, 900, 1200, 1800, 2700, 3600, 7200, 14400, 43200),
+            registry=self.registry,
+        )
         self.next_rotation = Gauge(
             "warrant_seconds_to_next_rotation",
             "Seconds until the active key is due to rotate",

@@ -14,6 +14,7 @@ import pytest
 from issuer.apikeys import Role
 from issuer.runtime import IssuerRuntime
 from issuer.settings import Settings
+from tests.secret_scan import SCANNED_NAMES, scan_tree
 from tests.services import POSTGRES_DB, POSTGRES_HOST, POSTGRES_PORT, require_service
 
 
@@ -112,3 +113,23 @@ def admin(runtime: IssuerRuntime) -> dict[str, str]:
 @pytest.fixture
 def agent(runtime: IssuerRuntime) -> dict[str, str]:
     return bearer(runtime, Role.AGENT)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After the suite: no audit log or server log written by any test holds a secret."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    findings = scan_tree(factory.getbasetemp())
+    if findings:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for path, kinds in findings.items():
+            message = f"SECRET SCAN: {path} contains {', '.join(kinds)}"
+            if reporter is not None:
+                reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif exitstatus == 0:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            count = sum(1 for name in SCANNED_NAMES for _ in factory.getbasetemp().rglob(name))
+            reporter.write_line(f"secret scan: {count} audit and server log files, no secrets")

@@ -47,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.credential_lifetime is not None and args.credential_lifetime <= 0:
         _parser().error("--credential-lifetime must be a positive number of seconds")
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -56,11 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.credential_lifetime is None
         else timedelta(seconds=args.credential_lifetime),
     )
-    try:
-        sock = bind(args.host, args.port)
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
     moto, moto_url = start_moto(args.host)
     host, port = sock.getsockname()[:2]
 

@@ -533,6 +533,18 @@ def test_removing_an_integration_revokes_its_sandboxes(world: World) -> None:
     assert world.vend(token).status_code == 401
 
 
+def test_metrics_count_exchanges_vends_and_cache(world: World) -> None:
+    """/metrics on the internal listener reports STS exchanges, vends and the session cache."""
+    text = httpx.get(world.server.internal_url + "/metrics", timeout=10).text
+    assert 'warrant_sts_exchanges_total{code="none",method="oidc",outcome="ok"}' in text
+    assert 'warrant_sts_exchanges_total{code="AccessDenied",method="oidc",outcome="error"}' in text
+    assert 'warrant_credential_vends_total{outcome="ok"}' in text
+    assert 'warrant_credential_vends_total{outcome="denied"}' in text
+    assert "warrant_credential_cache_hits_total" in text
+    assert "warrant_vended_credential_remaining_seconds_bucket" in text
+    assert 'route="/v1/credentials"' in text
+
+
 def test_audit_log_records_and_holds_no_secret(world: World) -> None:
     """The audit log has durable records of every kind, and neither it nor the server's logs
     contain a secret key, session token, sandbox token, API key or JWT."""
@@ -540,6 +552,8 @@ def test_audit_log_records_and_holds_no_secret(world: World) -> None:
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     events = {r["event"] for r in records}
     assert {
+        "mint",
+        "key.bootstrap",
         "sandbox.create",
         "sandbox.delete",
         "exchange",

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 
 import httpx
 import pytest
 
+from broker.standin.__main__ import main
 from tests.e2e import free_port
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_cli_serves_until_sigterm() -> None:
     """The CLI prints its ready line, answers, and exits 0 on SIGTERM."""
     port = free_port()
@@ -52,18 +53,11 @@ def test_cli_serves_until_sigterm() -> None:
     assert process.returncode == 0, err
 
 
-def test_cli_reports_a_busy_port() -> None:
-    """A port already in use is reported and the CLI exits non-zero."""
-    with __import__("socket").socket() as busy:
+def test_cli_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
+    """A port already in use is reported and the CLI exits non-zero before starting anything."""
+    with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "broker.standin", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+        assert main(["--port", str(port)]) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
