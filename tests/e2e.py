@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -62,7 +63,12 @@ class RunningWarrant:
         return {"Authorization": "Bearer " + (self.data_dir / f"{role}.key").read_text().strip()}
 
 
-def wait_healthy(urls: list[str], process: subprocess.Popen[str], log_dir: Path) -> None:
+def wait_healthy(
+    urls: list[str],
+    process: subprocess.Popen[str],
+    log_dir: Path,
+    verify: ssl.SSLContext | bool = True,
+) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     pending = list(urls)
     while pending:
@@ -72,7 +78,7 @@ def wait_healthy(urls: list[str], process: subprocess.Popen[str], log_dir: Path)
         if time.monotonic() > deadline:
             raise AssertionError(f"warrant serve did not become healthy at {pending}")
         try:
-            if httpx.get(pending[0] + "/healthz", timeout=1.0).status_code == 200:
+            if httpx.get(pending[0] + "/healthz", timeout=1.0, verify=verify).status_code == 200:
                 pending.pop(0)
                 continue
         except httpx.TransportError:
@@ -98,18 +104,23 @@ def running_warrant(data_dir: Path, **extra: str) -> Iterator[RunningWarrant]:
     log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / "serve.out").open("w") as out, (log_dir / "serve.err").open("w") as err:
         process = subprocess.Popen([WARRANT, "serve"], env=env, stdout=out, stderr=err, text=True)
+    internal_scheme = "https" if "WARRANT_INTERNAL_TLS_CERT" in extra else "http"
+    sandbox_scheme = "https" if "WARRANT_SANDBOX_TLS_CERT" in extra else "http"
     running = RunningWarrant(
         process,
         env,
         f"http://127.0.0.1:{public}",
-        f"http://127.0.0.1:{internal}",
+        f"{internal_scheme}://127.0.0.1:{internal}",
         env.get("WARRANT_ISSUER_URL", f"http://127.0.0.1:{public}"),
         data_dir,
-        f"http://{extra['WARRANT_SANDBOX_ADDR']}/v1/credentials",
+        f"{sandbox_scheme}://{extra['WARRANT_SANDBOX_ADDR']}/v1/credentials",
         log_dir,
     )
     try:
-        wait_healthy([running.public_url, running.internal_url], process, log_dir)
+        ca = extra.get("WARRANT_INTERNAL_TLS_CERT")
+        verify = ssl.create_default_context(cafile=ca) if ca else True
+        wait_healthy([running.public_url], process, log_dir)
+        wait_healthy([running.internal_url], process, log_dir, verify)
         yield running
     finally:
         if process.poll() is None:
