@@ -34,6 +34,10 @@ HEALTH_POLL = timedelta(milliseconds=50)
 HEALTH_REQUEST_TIMEOUT = timedelta(seconds=1)
 # How much of a failed server's stderr to show: the traceback, not a whole log.
 STDERR_TAIL_CHARS = 4_000
+# Every listener `warrant serve` opens: each gets a free port, so a developer's own Warrant on the
+# default ports never collides with the benchmark. A listener missing here fails the start with
+# "WARRANT_..._ADDR=...: cannot listen there", shown with the server's stderr.
+LISTENER_SETTINGS = ("WARRANT_PUBLIC_ADDR", "WARRANT_INTERNAL_ADDR", "WARRANT_SANDBOX_ADDR")
 
 
 def free_port() -> int:
@@ -169,19 +173,19 @@ def warrant_server(alg: str, *, cpu: int | None, workdir: Path) -> Iterator[Warr
     if not executable.exists():
         raise BenchError(f"{executable} not found; run 'make setup' to install Warrant")
     data_dir = workdir / f"warrant-{alg.lower()}-data"
-    public, internal = free_port(), free_port()
+    ports = {setting: free_port() for setting in LISTENER_SETTINGS}
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARRANT_")}
+    env.update({setting: f"127.0.0.1:{port}" for setting, port in ports.items()})
     env.update(
         {
             "WARRANT_DEV": "1",
             "WARRANT_DATA_DIR": str(data_dir),
-            "WARRANT_PUBLIC_ADDR": f"127.0.0.1:{public}",
-            "WARRANT_INTERNAL_ADDR": f"127.0.0.1:{internal}",
             "WARRANT_KEY_ALG": alg,
             "WARRANT_LOG_LEVEL": "WARNING",
         }
     )
-    public_url, internal_url = f"http://127.0.0.1:{public}", f"http://127.0.0.1:{internal}"
+    public_url = f"http://127.0.0.1:{ports['WARRANT_PUBLIC_ADDR']}"
+    internal_url = f"http://127.0.0.1:{ports['WARRANT_INTERNAL_ADDR']}"
     with started(
         f"warrant-{alg.lower()}",
         [str(executable), "serve"],

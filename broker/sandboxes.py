@@ -25,6 +25,7 @@ from broker.integrations import IntegrationRow, is_integration_id
 from broker.model import Delivery, Sandbox
 from issuer.db import Base, UtcDateTime, database_errors, session_factory
 from issuer.errors import BadRequest, NotFound
+from issuer.singleflight import SingleFlight
 from issuer.tenants import TenantRow, validate_slug
 
 __all__ = [
@@ -319,6 +320,7 @@ class CachedSandboxAuth:
         # Bumped on every invalidation; an authentication in flight during one must not cache
         # its result, or a sandbox revoked meanwhile would come back.
         self._generation = 0
+        self._flights: SingleFlight[str, Sandbox | None] = SingleFlight()
 
     def __repr__(self) -> str:
         return f"CachedSandboxAuth(inner={self._inner!r}, ttl={self._ttl!r})"
@@ -333,11 +335,17 @@ class CachedSandboxAuth:
                 return cached
             self._cache.pop(digest, None)
             return None
+        # Taken now, not when the shared call starts: an invalidation from here on
+        # must keep its result out of the cache.
         generation = self._generation
-        sandbox = await self._inner.authenticate(token)
-        if sandbox is not None and generation == self._generation:
-            self._remember(digest, sandbox)
-        return sandbox
+
+        async def load() -> Sandbox | None:
+            sandbox = await self._inner.authenticate(token)
+            if sandbox is not None and generation == self._generation:
+                self._remember(digest, sandbox)
+            return sandbox
+
+        return await self._flights.do(digest, load)
 
     def invalidate(self, sandbox_id: str) -> None:
         """Forget the sandbox now: its next authentication asks the inner store."""

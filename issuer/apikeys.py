@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from issuer.db import Base, UtcDateTime, database_errors, session_factory
 from issuer.errors import NotFound
+from issuer.singleflight import SingleFlight
 
 __all__ = [
     "MAX_PRESENTED_CHARS",
@@ -235,6 +236,7 @@ class CachedApiKeyStore:
         )
         # Bumped on every revoke; an authentication in flight during one must not cache its result.
         self._generation = 0
+        self._flights: SingleFlight[str, ApiKey | None] = SingleFlight()
 
     def __repr__(self) -> str:
         return f"CachedApiKeyStore(inner={self._inner!r}, ttl={self._ttl!r})"
@@ -249,11 +251,17 @@ class CachedApiKeyStore:
         cached = self._cache.get(digest)
         if cached is not None:
             return cached
+        # Taken now, not when the shared call starts: an invalidation from here on
+        # must keep its result out of the cache.
         generation = self._generation
-        key = await self._inner.authenticate(presented)
-        if key is not None and generation == self._generation:
-            self._cache[digest] = key
-        return key
+
+        async def load() -> ApiKey | None:
+            key = await self._inner.authenticate(presented)
+            if key is not None and generation == self._generation:
+                self._cache[digest] = key
+            return key
+
+        return await self._flights.do(digest, load)
 
     async def list(self) -> builtins.list[ApiKey]:
         return await self._inner.list()

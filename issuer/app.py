@@ -126,7 +126,7 @@ def create_public_app(keyring: KeyRing, metrics: Metrics) -> Starlette:
     return Starlette(
         routes=routes,
         exception_handlers=_error_handlers(),
-        middleware=[Middleware(metrics.middleware("public"))],
+        middleware=[Middleware(metrics.middleware("public", timed=False))],
     )
 
 

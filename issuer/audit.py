@@ -15,9 +15,8 @@ import asyncio
 import contextlib
 import json
 import os
-import queue
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,20 +117,19 @@ def render(event: AuditEvent, now: datetime) -> str:
     return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
 
 
-@dataclass(slots=True)
-class _Pending:
-    data: bytes
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[None]
-
-
 class FileAuditLog:
     """AuditLog appending JSON lines to `path` (created 0600; its directory 0700 if missing).
 
+    Group commit: while one batch is being written and fsynced, new records gather in the event
+    loop; the next batch takes them all with a single write and a single fsync. Each `write`
+    returns only once its own line is durable. The file work runs on one dedicated thread, so
+    the descriptor is never shared; waiters are woken in the loop, once per batch.
+
     `fsync` is how the log makes bytes durable (file, and directory after creating the file);
-    injected so tests can count and order batches. Any OSError (unwritable path, disk full, an
+    injected so tests can count and order batches. Any error (unwritable path, disk full, an
     fsync failure) fails every write of that batch with AuditUnavailable; the next batch reopens
-    the file and tries again, so the log recovers once the cause is fixed.
+    the file and tries again, so the log recovers once the cause is fixed. One event loop at a
+    time uses a log (the service's; each CLI command builds its own).
     """
 
     def __init__(
@@ -144,62 +142,59 @@ class FileAuditLog:
         self._path = path
         self._clock = clock
         self._fsync = fsync
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # guards _closed and _thread against concurrent callers
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._closed = False
-        self._thread: threading.Thread | None = None
-        self._fd: int | None = None  # owned by the writer thread
+        self._fd: int | None = None  # used only on the executor's thread
 
     def __repr__(self) -> str:
         return f"FileAuditLog(path={self._path!r})"
 
     async def write(self, event: AuditEvent, *, now: datetime | None = None) -> None:
+        if self._closed:
+            raise AuditUnavailable(self._path, "the audit log is closed")
         data = (render(event, self._clock() if now is None else now) + "\n").encode("ascii")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            if self._closed:
-                raise AuditUnavailable(self._path, "the audit log is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="warrant-audit-writer", daemon=True
-                )
-                self._thread.start()
-            self._queue.put(_Pending(data, loop, future))
-        # If this caller is cancelled the line is still written: a record too many, never one
-        # too few.
+        self._pending.append((data, future))
+        if self._flusher is None or self._flusher.done():
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="warrant-audit")
+            self._flusher = loop.create_task(self._flush())
+        # If this caller is cancelled the line is still written (it is already in the batch,
+        # and the flusher skips cancelled futures): a record too many, never one too few.
         await future
 
-    async def close(self) -> None:
-        with self._lock:
-            first = not self._closed
-            self._closed = True
-            thread = self._thread
-            if first and thread is not None:
-                self._queue.put(None)  # after every write already queued: those finish first
-        if thread is not None:
-            await asyncio.to_thread(thread.join)
-
-    def _run(self) -> None:
-        """The writer thread: take what is pending, write it, fsync once, wake the waiters."""
-        stop = False
-        while not stop:
-            batch: list[_Pending] = []
-            item = self._queue.get()
-            while True:
-                if item is None:
-                    stop = True
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        executor = self._executor
+        assert executor is not None  # noqa: S101 - set by write() before this task starts
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                error = await loop.run_in_executor(
+                    executor, self._commit, b"".join(data for data, _ in batch)
+                )
+            except BaseException as exc:  # the executor itself failed: fail closed
+                error = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+            for _, future in batch:
+                if future.done():
+                    continue
+                if error is None:
+                    future.set_result(None)
                 else:
-                    batch.append(item)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                error = self._commit(b"".join(pending.data for pending in batch))
-                for pending in batch:
-                    _settle(pending, self._path, error)
-        self._close_file()
+                    future.set_exception(AuditUnavailable(self._path, _reason(error)))
+
+    async def close(self) -> None:
+        """Finish every write already started, then release the log. Idempotent."""
+        self._closed = True
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_file)
+            executor.shutdown(wait=True)
 
     def _commit(self, data: bytes) -> Exception | None:
         try:
@@ -256,22 +251,11 @@ class FileAuditLog:
                 os.close(fd)
 
 
-def _settle(pending: _Pending, path: Path, error: Exception | None) -> None:
-    def resolve() -> None:
-        if pending.future.done():  # the waiter was cancelled
-            return
-        if error is None:
-            pending.future.set_result(None)
-        else:
-            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-            pending.future.set_exception(AuditUnavailable(path, reason))
-
-    # RuntimeError: the waiter's event loop is closed, nobody is left to tell.
-    with contextlib.suppress(RuntimeError):
-        pending.loop.call_soon_threadsafe(resolve)
-
-
 def _rfc3339(moment: datetime) -> str:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("naive datetime; audit times are timezone-aware")
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__

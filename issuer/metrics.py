@@ -76,16 +76,20 @@ class Metrics:
 
         return metrics
 
-    def middleware(self, listener: str) -> Callable[[ASGIApp], ASGIApp]:
+    def middleware(self, listener: str, *, timed: bool = True) -> Callable[[ASGIApp], ASGIApp]:
+        """`timed=False` counts requests without timing them: on the public listener, which
+        serves pre-computed bytes, a histogram observation would be a tenth of the work."""
+
         def wrap(app: ASGIApp) -> ASGIApp:
-            return _MetricsMiddleware(app, self, listener)
+            return _MetricsMiddleware(app, self, listener, timed=timed)
 
         return wrap
 
 
 class _MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, listener: str) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, listener: str, *, timed: bool) -> None:
         self._app = app
+        self._timed = timed
         self._metrics = metrics
         self._listener = listener
         # Resolving labelled children is the expensive part; do it once per combination.
@@ -118,8 +122,9 @@ class _MetricsMiddleware:
                 )
                 self._counters[key] = counter
             counter.inc()
-            histogram = self._histograms.get(path)
-            if histogram is None:
-                histogram = self._metrics.latency.labels(self._listener, path)
-                self._histograms[path] = histogram
-            histogram.observe(time.perf_counter() - start)
+            if self._timed:
+                histogram = self._histograms.get(path)
+                if histogram is None:
+                    histogram = self._metrics.latency.labels(self._listener, path)
+                    self._histograms[path] = histogram
+                histogram.observe(time.perf_counter() - start)

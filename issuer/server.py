@@ -55,6 +55,8 @@ def uvicorn_config(app: ASGIApp, address: Address, tls: TlsFiles | None = None) 
         lifespan="off",
         access_log=False,
         server_header=False,
+        # We never trust X-Forwarded-For: a client must not choose the address we log.
+        proxy_headers=False,
         log_config=None,
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from issuer.db import Base, UtcDateTime, database_errors, session_factory
 from issuer.errors import BadRequest, InvalidSlug, TenantExists, UnknownTenant
+from issuer.singleflight import SingleFlight
 
 __all__ = [
     "AUDIENCE_SUFFIX",
@@ -177,6 +178,7 @@ class CachedTenantStore:
         # Bumped on every invalidation; a `get` that started before one must not cache what it
         # read, or a tenant removed while the read was in flight would come back.
         self._generation = 0
+        self._flights: SingleFlight[str, Tenant] = SingleFlight()
 
     def __repr__(self) -> str:
         return f"CachedTenantStore(inner={self._inner!r}, ttl={self._ttl!r})"
@@ -193,11 +195,17 @@ class CachedTenantStore:
         cached = self._cache.get(slug)
         if cached is not None:
             return cached
+        # Taken now, not when the shared call starts: an invalidation from here on
+        # must keep its result out of the cache.
         generation = self._generation
-        tenant = await self._inner.get(slug)
-        if generation == self._generation:
-            self._cache[slug] = tenant
-        return tenant
+
+        async def load() -> Tenant:
+            tenant = await self._inner.get(slug)
+            if generation == self._generation:
+                self._cache[slug] = tenant
+            return tenant
+
+        return await self._flights.do(slug, load)
 
     async def list(self) -> builtins.list[Tenant]:
         return await self._inner.list()
