@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,8 +20,7 @@ from broker.runtime import WarrantRuntime
 from broker.sandboxes import SqlSandboxStore
 from broker.settings import BrokerSettings
 from issuer.audit import AuditEvent, FileAuditLog
-from issuer.cli import DEV_WARNING, CliContext, main, run_async
-from issuer.db import create_engine, create_schema
+from issuer.cli import DEV_WARNING, CliContext, main, open_engine, run_async
 from issuer.errors import BadRequest, ConfigError
 from issuer.http import iso
 from issuer.runtime import utc_now
@@ -69,26 +70,27 @@ async def demo_command(obj: CliContext) -> None:
     await run_demo(settings, BrokerSettings.from_env(obj.env, data_dir=settings.data_dir), sts_addr)
 
 
-async def _stores(
-    obj: CliContext,
-) -> tuple[SqlIntegrationStore, SqlSandboxStore, FileAuditLog, Callable[[], Awaitable[None]]]:
+@dataclass
+class BrokerStores:
+    integrations: SqlIntegrationStore
+    sandboxes: SqlSandboxStore
+    audit: FileAuditLog
+
+
+@asynccontextmanager
+async def broker_stores(obj: CliContext) -> AsyncIterator[BrokerStores]:
     settings = obj.settings()
-    bs = BrokerSettings.from_env(obj.env, data_dir=settings.data_dir)
-    engine = create_engine(settings.database_url)
-    await create_schema(engine)
-    audit = FileAuditLog(settings.audit_path, utc_now)
-    floor = int(bs.credential_floor.total_seconds())
-
-    async def close() -> None:
-        await audit.close()
-        await engine.dispose()
-
-    return (
-        SqlIntegrationStore(engine, utc_now, floor_seconds=floor),
-        SqlSandboxStore(engine, utc_now),
-        audit,
-        close,
-    )
+    floor = int(broker_settings(obj).credential_floor.total_seconds())
+    async with open_engine(obj) as engine:
+        audit = FileAuditLog(settings.audit_path, utc_now)
+        try:
+            yield BrokerStores(
+                SqlIntegrationStore(engine, utc_now, floor_seconds=floor),
+                SqlSandboxStore(engine, utc_now),
+                audit,
+            )
+        finally:
+            await audit.close()
 
 
 def describe(integration: Integration) -> str:
@@ -146,9 +148,8 @@ async def integrations_add(
     """Add an integration to TENANT."""
     if session_policy and session_policy.startswith("@"):
         session_policy = _read_policy_file(Path(session_policy[1:]))
-    store, _, audit, close = await _stores(obj)
-    try:
-        integration = await store.add(
+    async with broker_stores(obj) as stores:
+        integration = await stores.integrations.add(
             tenant,
             name=name,
             account_id=account_id,
@@ -159,7 +160,7 @@ async def integrations_add(
             session_duration=session_duration,
             session_policy=session_policy,
         )
-        await audit.write(
+        await stores.audit.write(
             AuditEvent(
                 event="integration.add",
                 outcome="ok",
@@ -169,8 +170,6 @@ async def integrations_add(
                 detail="via CLI",
             )
         )
-    finally:
-        await close()
     click.echo(describe(integration))
 
 
@@ -187,11 +186,8 @@ def _read_policy_file(path: Path) -> str:
 @run_async
 async def integrations_list(obj: CliContext, tenant: str) -> None:
     """List TENANT's integrations."""
-    store, _, _, close = await _stores(obj)
-    try:
-        rows = await store.list(tenant)
-    finally:
-        await close()
+    async with broker_stores(obj) as stores:
+        rows = await stores.integrations.list(tenant)
     if not rows:
         click.echo(f"no integrations for {tenant}; add one with 'warrant integrations add'")
         return
@@ -210,11 +206,8 @@ async def integrations_list(obj: CliContext, tenant: str) -> None:
 @run_async
 async def integrations_show(obj: CliContext, tenant: str, ref: str) -> None:
     """Show one integration (REF is its id or name)."""
-    store, _, _, close = await _stores(obj)
-    try:
-        integration = await store.get(tenant, ref)
-    finally:
-        await close()
+    async with broker_stores(obj) as stores:
+        integration = await stores.integrations.get(tenant, ref)
     click.echo(describe(integration))
 
 
@@ -225,12 +218,11 @@ async def integrations_show(obj: CliContext, tenant: str, ref: str) -> None:
 @run_async
 async def integrations_remove(obj: CliContext, tenant: str, ref: str) -> None:
     """Remove an integration and revoke its sandboxes."""
-    store, sandboxes, audit, close = await _stores(obj)
-    try:
-        integration = await store.get(tenant, ref)
-        revoked = await sandboxes.revoke_for_integration(integration.id)
-        await store.remove(tenant, integration.id)
-        await audit.write(
+    async with broker_stores(obj) as stores:
+        integration = await stores.integrations.get(tenant, ref)
+        revoked = await stores.sandboxes.revoke_for_integration(integration.id)
+        await stores.integrations.remove(tenant, integration.id)
+        await stores.audit.write(
             AuditEvent(
                 event="integration.remove",
                 outcome="ok",
@@ -240,8 +232,6 @@ async def integrations_remove(obj: CliContext, tenant: str, ref: str) -> None:
                 detail=f"via CLI; revoked {len(revoked)} sandboxes",
             )
         )
-    finally:
-        await close()
     click.echo(
         f"removed integration {integration.id} ({integration.name}); revoked "
         f"{len(revoked)} sandbox(es). Running services stop vending within seconds."

@@ -7,7 +7,8 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -15,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 import uvloop
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from issuer.apikeys import Role, SqlApiKeyStore
 from issuer.audit import FileAuditLog
@@ -96,11 +98,15 @@ WARNING: WARRANT_DEV=1 — development mode. The issuer URL may be plain http on
 WARNING: AWS STS can never reach or trust. Do not run this configuration in production."""
 
 
-async def _tenant_store(obj: CliContext) -> tuple[SqlTenantStore, Callable[[], Awaitable[None]]]:
-    settings = obj.settings()
-    engine = create_engine(settings.database_url)
-    await create_schema(engine)
-    return SqlTenantStore(engine, utc_now), engine.dispose
+@asynccontextmanager
+async def open_engine(obj: CliContext) -> AsyncIterator[AsyncEngine]:
+    """The database of the settings in force, with its schema, disposed of on the way out."""
+    engine = create_engine(obj.settings().database_url)
+    try:
+        await create_schema(engine)
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 @main.group()
@@ -115,11 +121,9 @@ def tenants() -> None:
 @run_async
 async def tenants_add(obj: CliContext, slug: str, name: str | None) -> None:
     """Add a tenant."""
-    store, close = await _tenant_store(obj)
-    try:
+    async with open_engine(obj) as engine:
+        store = SqlTenantStore(engine, utc_now)
         tenant = await store.add(slug, name)
-    finally:
-        await close()
     click.echo(
         f"added tenant {tenant.slug} ({tenant.name}); token audience: {audience_for(tenant.slug)}"
     )
@@ -130,11 +134,9 @@ async def tenants_add(obj: CliContext, slug: str, name: str | None) -> None:
 @run_async
 async def tenants_list(obj: CliContext) -> None:
     """List tenants."""
-    store, close = await _tenant_store(obj)
-    try:
+    async with open_engine(obj) as engine:
+        store = SqlTenantStore(engine, utc_now)
         rows = await store.list()
-    finally:
-        await close()
     if not rows:
         click.echo("no tenants; add one with 'warrant tenants add SLUG'")
         return
@@ -149,11 +151,9 @@ async def tenants_list(obj: CliContext) -> None:
 @run_async
 async def tenants_remove(obj: CliContext, slug: str) -> None:
     """Remove a tenant: no more tokens are minted for it."""
-    store, close = await _tenant_store(obj)
-    try:
+    async with open_engine(obj) as engine:
+        store = SqlTenantStore(engine, utc_now)
         await store.remove(slug)
-    finally:
-        await close()
     click.echo(f"removed tenant {slug}; running services stop minting for it within seconds")
 
 
@@ -162,24 +162,15 @@ def apikeys() -> None:
     """API keys of the internal listener (roles: admin, agent)."""
 
 
-async def _api_key_store(obj: CliContext) -> tuple[SqlApiKeyStore, Callable[[], Awaitable[None]]]:
-    settings = obj.settings()
-    engine = create_engine(settings.database_url)
-    await create_schema(engine)
-    return SqlApiKeyStore(engine, utc_now), engine.dispose
-
-
 @apikeys.command("create")
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
 @click.pass_obj
 @run_async
 async def apikeys_create(obj: CliContext, role: str) -> None:
     """Create an API key; the key is printed once, on stdout, and never stored in clear."""
-    store, close = await _api_key_store(obj)
-    try:
+    async with open_engine(obj) as engine:
+        store = SqlApiKeyStore(engine, utc_now)
         key, secret = await store.create(Role(role))
-    finally:
-        await close()
     click.echo(f"created {key.role.value} key {key.key_id}", err=True)
     click.echo(secret)
 
@@ -189,11 +180,9 @@ async def apikeys_create(obj: CliContext, role: str) -> None:
 @run_async
 async def apikeys_list(obj: CliContext) -> None:
     """List API keys (ids and roles only)."""
-    store, close = await _api_key_store(obj)
-    try:
+    async with open_engine(obj) as engine:
+        store = SqlApiKeyStore(engine, utc_now)
         rows = await store.list()
-    finally:
-        await close()
     click.echo(f"{'ID':<14} {'ROLE':<6} CREATED")
     for k in rows:
         click.echo(f"{k.key_id:<14} {k.role.value:<6} {iso(k.created_at)}")
@@ -205,9 +194,7 @@ async def apikeys_list(obj: CliContext) -> None:
 @run_async
 async def apikeys_revoke(obj: CliContext, key_id: str) -> None:
     """Revoke an API key."""
-    store, close = await _api_key_store(obj)
-    try:
+    async with open_engine(obj) as engine:
+        store = SqlApiKeyStore(engine, utc_now)
         await store.revoke(key_id)
-    finally:
-        await close()
     click.echo(f"revoked API key {key_id}; running services reject it within seconds")
