@@ -53,7 +53,9 @@ class CredentialRequest:
     integration: Integration
     session_name: str  # RoleSessionName, already sanitised
     session_policy: str | None  # the effective inline policy (integration's or sandbox's)
-    scope: str  # what shares a session: the integration id, or a sandbox id
+    # What shares a session: the integration id (every sandbox of the integration), or a sandbox
+    # id when that sandbox narrows its session with its own policy (dropped when it is deleted).
+    scope: str
 
     @property
     def cache_key(self) -> tuple[str, str, str]:

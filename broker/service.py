@@ -138,9 +138,6 @@ class BrokerService:
         )
         if delivery is Delivery.ENV:
             return await self._create_env_sandbox(integration, ttl, policy, request_id)
-        # Obtain (and cache) the session first: a broken integration fails here, with STS's
-        # reason and a hint, for the trusted caller, rather than later inside the sandbox.
-        await self._source.fetch(self._request(integration, policy))
         sandbox, token = await self._sandboxes.create(
             tenant=integration.tenant,
             integration_id=integration.id,
@@ -150,6 +147,14 @@ class BrokerService:
         )
         if token is None:  # container delivery always has a token
             raise BrokerError("sandbox store returned no token for a container sandbox")
+        # Obtain (and cache) the session before handing out the token: a broken integration
+        # fails here, with STS's reason and a hint, for the trusted caller, rather than later
+        # inside the sandbox. The sandbox is revoked at once if it cannot get credentials.
+        try:
+            await self._source.fetch(self._request(integration, policy, sandbox.id))
+        except BaseException:
+            await self._sandboxes.revoke(sandbox.id)
+            raise
         await self._audit.write(
             self._sandbox_event("sandbox.create", sandbox, integration, request_id)
         )
@@ -235,21 +240,24 @@ class BrokerService:
             self._integration_cache[integration_id] = integration
         return integration
 
-    def _request(self, integration: Integration, sandbox_policy: str | None) -> CredentialRequest:
-        # Sandboxes of one integration share one STS session unless a sandbox narrows it with
-        # its own session policy: one STS call serves them all.
-        policy = sandbox_policy or integration.session_policy
+    def _request(
+        self, integration: Integration, sandbox_policy: str | None, sandbox_id: str | None = None
+    ) -> CredentialRequest:
+        # Sandboxes of one integration share one STS session, so one STS call serves them all;
+        # a sandbox that narrows its session with its own policy gets a session of its own,
+        # scoped to it, which its deletion evicts.
+        own_scope = sandbox_id if sandbox_policy is not None else None
         return CredentialRequest(
             integration=integration,
-            session_name=session_name(integration.tenant, integration.name),
-            session_policy=policy,
-            scope=integration.id,
+            session_name=session_name(integration.tenant, own_scope or integration.name),
+            session_policy=sandbox_policy or integration.session_policy,
+            scope=own_scope or integration.id,
         )
 
     async def _fetch(
         self, integration: Integration, sandbox: Sandbox, request_id: str | None
     ) -> AwsCredentials:
-        request = self._request(integration, sandbox.session_policy)
+        request = self._request(integration, sandbox.session_policy, sandbox.id)
         event = AuditEvent(
             event="vend",
             outcome="ok",

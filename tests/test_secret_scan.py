@@ -11,7 +11,7 @@ from tests.secret_scan import find_secrets, scan_tree
 
 PLANTED = {
     "JWT": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZW5hbnQ6YWNtZSJ9.c2lnbmF0dXJlLWJ5dGVzLWhlcmU",
-    "private key": "-----BEGIN PRIVATE KEY-----",
+    "private key": "-----BEGIN " + "PRIVATE KEY-----",  # split: not key material
     "sandbox token": "wsb_" + "A" * 43,
     "API key": "wrn_agent_" + "b" * 43,
     "credential field": json.dumps({"SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCY"}),

@@ -28,7 +28,9 @@ class WebIdentitySource:
 
     async def fetch(self, request: CredentialRequest) -> AwsCredentials:
         integration = request.integration
-        token = await self._tokens.token_for(integration.tenant, request.scope)
+        # sub = tenant:<slug>:<integration id>: what the role's trust policy pins (`:sub`),
+        # whichever sandbox or session scope asked.
+        token = await self._tokens.token_for(integration.tenant, integration.id)
         # Only these parameters exist on this call: Tags, TransitiveTagKeys, ExternalId and
         # SourceIdentity come from the token's claims, and ProviderId is for OAuth 2.0 providers
         # (Amazon, Facebook), never for OIDC ID tokens.

