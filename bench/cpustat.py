@@ -48,19 +48,29 @@ class _Sample:
     at: float
     cpus: dict[int, tuple[int, int]]  # cpu -> (user+nice+system ticks, steal ticks)
     server_ticks: int
-    children_seconds: float  # CPU time of finished children: wrk, once it has exited
+    loadgen_seconds: float  # CPU time of the load generator (finished children, or a live pid)
 
 
 class CpuMeter:
     """Measure around one run: `start()` before, `stop()` after wrk (if any) has exited.
 
     `pid` is the process doing the measured work on `server_cpu`; `loadgen_cpu` is wrk's CPU,
-    None when there is no wrk."""
+    None when there is no wrk. The load generator's own CPU time is that of our finished
+    children (wrk, the open-loop generator), or, with `loadgen_pid`, that of a live process (this
+    one, when the client and the stand-in run in the benchmark itself)."""
 
-    def __init__(self, pid: int, server_cpu: int | None, loadgen_cpu: int | None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        server_cpu: int | None,
+        loadgen_cpu: int | None,
+        *,
+        loadgen_pid: int | None = None,
+    ) -> None:
         self._pid = pid
         self._server_cpu = server_cpu
         self._loadgen_cpu = loadgen_cpu
+        self._loadgen_pid = loadgen_pid
         self._start: _Sample | None = None
 
     def start(self) -> None:
@@ -75,7 +85,7 @@ class CpuMeter:
         if wall_ticks <= 0:
             return None
         server_ticks = end.server_ticks - start.server_ticks
-        wrk_ticks = (end.children_seconds - start.children_seconds) * _TICKS_PER_SECOND
+        wrk_ticks = (end.loadgen_seconds - start.loadgen_seconds) * _TICKS_PER_SECOND
         return Interference(
             server_cpu_pct=_others(self._server_cpu, start, end, server_ticks, wall_ticks),
             loadgen_cpu_pct=None
@@ -89,7 +99,9 @@ class CpuMeter:
                 at=time.monotonic(),
                 cpus=_cpu_ticks(),
                 server_ticks=_process_ticks(self._pid),
-                children_seconds=_children_seconds(),
+                loadgen_seconds=_children_seconds()
+                if self._loadgen_pid is None
+                else _process_ticks(self._loadgen_pid) / _TICKS_PER_SECOND,
             )
         except (OSError, ValueError, IndexError):
             return None

@@ -7,9 +7,11 @@ measurement of the happy path, and says so.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,7 +22,16 @@ from bench.cpustat import Interference
 from bench.errors import BenchError
 from bench.machine import child_setup
 
-__all__ = ["HttpRequest", "LoadResult", "Wrk", "WrkMissing", "lua_script", "parse_wrk_output"]
+__all__ = [
+    "HttpRequest",
+    "LoadResult",
+    "OpenLoop",
+    "Wrk",
+    "WrkMissing",
+    "lua_script",
+    "parse_open_loop_output",
+    "parse_wrk_output",
+]
 
 INSTALL_HINT = "wrk is not installed; install it with: sudo apt-get install wrk"
 # One wrk thread keeps the load generator on its one pinned CPU; the connections give concurrency.
@@ -74,6 +85,8 @@ class LoadResult:
     bad_status: int  # responses with a status above 399
     socket_errors: Mapping[str, int]  # connect, read, write, timeout
     interference: Interference | None = None  # others' use of the pinned CPUs meanwhile
+    offered_rps: float | None = None  # the fixed rate of an open-loop run; None for wrk
+    generator: Mapping[str, float] | None = None  # the open-loop generator's own health
 
     @property
     def errors(self) -> int:
@@ -202,3 +215,81 @@ def parse_wrk_output(name: str, request: HttpRequest, connections: int, output: 
 
 def _ms(value: str, unit: str) -> float:
     return float(value) * _UNIT_MS[unit]
+
+
+class OpenLoop:
+    """`python -m bench.openloop` (see there): a fixed request rate, latency from each request's
+    due time. For latency at a given load, which wrk (closed-loop) cannot hold."""
+
+    def __init__(self, *, connections: int, cpu: int | None, env: Mapping[str, str]) -> None:
+        self._connections = connections
+        self._cpu = cpu
+        self._env = dict(env)
+
+    @property
+    def connections(self) -> int:
+        return self._connections
+
+    def run(
+        self, name: str, request: HttpRequest, *, rate: float, seconds: int, warmup: int
+    ) -> LoadResult:
+        """Send `request` at `rate` per second for `warmup` + `seconds` (only `seconds`
+        measured); raises BenchError when the generator fails."""
+        if request.method != "GET" or request.body is not None:
+            raise BenchError(f"{name}: the open-loop generator sends GET without a body only")
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.openloop",
+            request.url,
+            f"{rate:.3f}",
+            str(seconds),
+            *(f"{header}: {value}" for header, value in request.headers.items()),
+            f"--warmup={warmup}",
+            f"--connections={self._connections}",
+            f"--timeout={REQUEST_TIMEOUT.total_seconds():g}",
+        ]
+        try:
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                env=self._env,
+                timeout=seconds + warmup + RUN_GRACE.total_seconds(),
+                check=False,
+                preexec_fn=child_setup(self._cpu),
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"the open-loop generator did not finish {name} in time") from exc
+        if result.returncode != 0:
+            raise BenchError(
+                f"the open-loop generator failed on {name} (exit {result.returncode}): "
+                f"{result.stderr.strip()}"
+            )
+        return parse_open_loop_output(name, request, result.stdout)
+
+
+def parse_open_loop_output(name: str, request: HttpRequest, output: str) -> LoadResult:
+    """The LoadResult of one `python -m bench.openloop` report (a JSON object)."""
+    try:
+        report = json.loads(output)
+        return LoadResult(
+            name=name,
+            request=request.describe(),
+            connections=int(report["connections"]),
+            seconds=float(report["seconds"]),
+            requests=int(report["completed"]),
+            requests_per_second=float(report["rps"]),
+            p50_ms=float(report["p50_ms"]),
+            p90_ms=float(report["p90_ms"]),
+            p99_ms=float(report["p99_ms"]),
+            bad_status=int(report["bad_status"]),
+            socket_errors={k: int(v) for k, v in report["socket_errors"].items()},
+            offered_rps=float(report["rate"]),
+            generator={
+                key: float(report[key])
+                for key in ("max_ms", "queued", "send_lag_p99_ms", "send_lag_max_ms", "cpu_seconds")
+            },
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BenchError(f"cannot read the open-loop report for {name}:\n{output}") from exc

@@ -24,7 +24,15 @@ from bench.bare import PATH
 from bench.errors import BenchError
 from bench.machine import child_setup
 
-__all__ = ["BareServer", "RunningServer", "Warrant", "bare_server", "free_port", "warrant_server"]
+__all__ = [
+    "BareServer",
+    "RunningServer",
+    "Warrant",
+    "bare_server",
+    "free_port",
+    "python_env",
+    "warrant_server",
+]
 
 # A cold start imports the whole stack and may generate an RSA key; a loaded machine needs time.
 START_TIMEOUT = timedelta(seconds=30)
@@ -143,8 +151,7 @@ def bare_server(*, cpu: int | None, workdir: Path) -> Iterator[BareServer]:
     port = free_port()
     url = f"http://127.0.0.1:{port}{PATH}"
     argv = [sys.executable, "-m", "bench.bare", "--port", str(port)]
-    python_path = [_repo_root(), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+    env = python_env()
     with started("bare", argv, env=env, health_urls=[url], cpu=cpu, workdir=workdir) as server:
         yield BareServer(server, url)
 
@@ -155,7 +162,14 @@ class Warrant:
     alg: str
     public_url: str
     internal_url: str
+    sandbox_url: str  # GET /v1/credentials on the sandbox listener
     data_dir: Path
+    sts_endpoint: str | None  # WARRANT_STS_ENDPOINT (the stand-in), None for AWS's own
+
+    @property
+    def issuer_url(self) -> str:
+        """The `iss` of its tokens: in dev mode, the public listener's URL."""
+        return self.public_url
 
     @property
     def keys_dir(self) -> Path:
@@ -167,12 +181,16 @@ class Warrant:
 
 
 @contextmanager
-def warrant_server(alg: str, *, cpu: int | None, workdir: Path) -> Iterator[Warrant]:
-    """The real `warrant serve` in dev mode, on a fresh data dir under `workdir`."""
+def warrant_server(
+    alg: str, *, cpu: int | None, workdir: Path, sts_endpoint: str | None = None
+) -> Iterator[Warrant]:
+    """The real `warrant serve` in dev mode, on a fresh data dir under `workdir`; with
+    `sts_endpoint`, its broker exchanges tokens there (the stand-in) instead of at AWS."""
     executable = Path(sys.executable).parent / "warrant"
     if not executable.exists():
         raise BenchError(f"{executable} not found; run 'make setup' to install Warrant")
-    data_dir = workdir / f"warrant-{alg.lower()}-data"
+    name = f"warrant-{alg.lower()}" + ("-broker" if sts_endpoint else "")
+    data_dir = workdir / f"{name}-data"
     ports = {setting: free_port() for setting in LISTENER_SETTINGS}
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARRANT_")}
     env.update({setting: f"127.0.0.1:{port}" for setting, port in ports.items()})
@@ -184,19 +202,28 @@ def warrant_server(alg: str, *, cpu: int | None, workdir: Path) -> Iterator[Warr
             "WARRANT_LOG_LEVEL": "WARNING",
         }
     )
+    if sts_endpoint is not None:
+        env["WARRANT_STS_ENDPOINT"] = sts_endpoint
     public_url = f"http://127.0.0.1:{ports['WARRANT_PUBLIC_ADDR']}"
     internal_url = f"http://127.0.0.1:{ports['WARRANT_INTERNAL_ADDR']}"
+    # The sandbox listener has only GET /v1/credentials (no /healthz); it opens with the others.
+    sandbox_url = f"http://127.0.0.1:{ports['WARRANT_SANDBOX_ADDR']}/v1/credentials"
     with started(
-        f"warrant-{alg.lower()}",
+        name,
         [str(executable), "serve"],
         env=env,
         health_urls=[f"{public_url}/healthz", f"{internal_url}/healthz"],
         cpu=cpu,
         workdir=workdir,
     ) as server:
-        yield Warrant(server, alg, public_url, internal_url, data_dir)
+        yield Warrant(
+            server, alg, public_url, internal_url, sandbox_url, data_dir, sts_endpoint
+        )
 
 
-def _repo_root() -> str:
-    """So `python -m bench.bare` resolves from any working directory."""
-    return str(Path(__file__).resolve().parent.parent)
+def python_env() -> dict[str, str]:
+    """This environment, with the repository on PYTHONPATH: so `python -m bench.bare` (or
+    `bench.openloop`) resolves from any working directory."""
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    python_path = [repo_root, *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}

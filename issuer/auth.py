@@ -14,7 +14,10 @@ class Authenticator:
 
     async def require(self, request: Request, role: Role) -> ApiKey:
         """401 when the key is missing or unknown, 403 when it has another role."""
-        header = request.headers.get("authorization")
+        return await self.require_header(request.headers.get("authorization"), role)
+
+    async def require_header(self, header: str | None, role: Role) -> ApiKey:
+        """The same check from the raw Authorization value (for raw-ASGI endpoints)."""
         if not header:
             raise Unauthenticated("missing 'Authorization: Bearer <api key>' header")
         scheme, _, presented = header.partition(" ")

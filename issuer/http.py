@@ -106,14 +106,22 @@ async def handle_error(request: Request, exc: Exception) -> Response:
 
 async def read_json_object(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
     """The body as a JSON object with only the `allowed` members; BadRequest says what is wrong."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise BadRequest(f"request body must be at most {MAX_BODY_BYTES} bytes")
+    check_declared_length(request.headers.get("content-length"))
     raw = b""
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
             raise BadRequest(f"request body must be at most {MAX_BODY_BYTES} bytes")
+    return parse_json_object(raw, allowed)
+
+
+def check_declared_length(declared: str | None) -> None:
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise BadRequest(f"request body must be at most {MAX_BODY_BYTES} bytes")
+
+
+def parse_json_object(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
+    """`raw` as a JSON object with only the `allowed` members (empty means {})."""
     if not raw.strip():
         return {}
     try:
