@@ -19,6 +19,7 @@ from broker.model import Integration
 from broker.runtime import WarrantRuntime
 from broker.sandboxes import SqlSandboxStore
 from broker.settings import BrokerSettings
+from broker.setup import Format, PolicyChoice, Profile, generate
 from issuer.audit import AuditEvent, FileAuditLog
 from issuer.cli import DEV_WARNING, CliContext, main, open_engine, run_async
 from issuer.errors import BadRequest, ConfigError
@@ -237,6 +238,67 @@ async def integrations_remove(obj: CliContext, tenant: str, ref: str) -> None:
         f"{len(revoked)} sandbox(es). Running services stop vending within seconds."
     )
     click.echo(DISCONNECT_NOTE)
+
+
+@main.command("setup")
+@click.argument("tenant")
+@click.argument("integration")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice([f.value for f in Format]),
+    default=Format.CLI.value,
+    show_default=True,
+)
+@click.option(
+    "--profile",
+    type=click.Choice([p.value for p in Profile]),
+    default=Profile.INCIDENT.value,
+    show_default=True,
+    help="incident: on-call agents; analysis: infrastructure/cost/security analysis.",
+)
+@click.option(
+    "--policy",
+    type=click.Choice([p.value for p in PolicyChoice]),
+    default=PolicyChoice.PROFILE.value,
+    show_default=True,
+    help="The profile's least-privilege policy, or AWS managed ReadOnlyAccess.",
+)
+@click.option(
+    "--warrant-principal-arn",
+    help="instance_role: the ARN of Warrant's own (EC2 instance) role to trust.",
+)
+@click.option("--teardown", is_flag=True, help="Print the disconnect steps instead.")
+@click.pass_obj
+@run_async
+async def setup_command(
+    obj: CliContext,
+    tenant: str,
+    integration: str,
+    format_: str,
+    profile: str,
+    policy: str,
+    warrant_principal_arn: str | None,
+    teardown: bool,
+) -> None:
+    """Print what the customer's cloud admin runs to connect INTEGRATION (or to disconnect it)."""
+    settings = obj.settings(serving=True)
+    async with broker_stores(obj) as stores:
+        found = await stores.integrations.get(tenant, integration)
+    output = generate(
+        found,
+        issuer_url=settings.issuer_url,
+        format=Format(format_),
+        profile=Profile(profile),
+        policy=PolicyChoice(policy),
+        warrant_principal_arn=warrant_principal_arn,
+        now=utc_now(),
+        dev=settings.dev,
+    )
+    click.echo(output.teardown if teardown else output.setup)
+    if output.our_side and not teardown:
+        click.echo("\n# Warrant's own role needs this policy (in Warrant's account):", err=True)
+        click.echo(output.our_side, err=True)
 
 
 @main.command("credential-process")

@@ -97,6 +97,8 @@ class WarrantRuntime:
             clock=clock,
             settings=bs,
             metrics=issuer.metrics,
+            issuer_url=settings.issuer_url,
+            dev=settings.dev,
         )
         issuer.metrics.registry.register(CacheCollector(cache))
         api = BrokerApi(auth=issuer.authenticator, service=service, clock=clock)

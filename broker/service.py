@@ -21,6 +21,7 @@ from broker.model import AwsCredentials, CredentialRequest, Delivery, Integratio
 from broker.sandboxes import CachedSandboxAuth, SandboxStore
 from broker.session_name import session_name
 from broker.settings import BrokerSettings
+from broker.setup import Format, PolicyChoice, Profile, SetupOutput, generate
 from broker.validation import session_policy as validate_session_policy
 from broker.validation import ttl_seconds as validate_ttl
 from issuer.audit import AuditEvent, AuditLog
@@ -58,7 +59,11 @@ class BrokerService:
         clock: Callable[[], datetime],
         settings: BrokerSettings,
         metrics: Metrics,
+        issuer_url: str,
+        dev: bool,
     ) -> None:
+        self._issuer_url = issuer_url
+        self._dev = dev
         self._metrics = metrics
         self._tenants = tenants
         self._integrations = integrations
@@ -109,6 +114,29 @@ class BrokerService:
             )
         )
         return integration, revoked
+
+    async def setup_for(
+        self,
+        tenant: str,
+        ref: str,
+        *,
+        format: Format,  # the CLI option's and query parameter's name
+        profile: Profile = Profile.INCIDENT,
+        policy: PolicyChoice = PolicyChoice.PROFILE,
+        warrant_principal_arn: str | None = None,
+    ) -> SetupOutput:
+        """What the customer's admin runs to connect this integration, and to disconnect it."""
+        integration = await self._integrations.get(validate_slug(tenant), ref)
+        return generate(
+            integration,
+            issuer_url=self._issuer_url,
+            format=format,
+            profile=profile,
+            policy=policy,
+            warrant_principal_arn=warrant_principal_arn,
+            now=self._clock(),
+            dev=self._dev,
+        )
 
     # -- sandboxes (agent) ----------------------------------------------------------------
 

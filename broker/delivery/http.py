@@ -3,11 +3,12 @@ sandbox-facing listener that serves credentials and nothing else."""
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 from broker.errors import CredentialsRejected, CredentialsUnavailable
 from broker.model import AwsCredentials, Delivery, Integration, Sandbox
 from broker.service import BrokerService
+from broker.setup import Format, PolicyChoice, Profile
 from issuer.apikeys import Role
 from issuer.auth import Authenticator
 from issuer.errors import BadRequest, IssuerError
@@ -35,6 +37,7 @@ from issuer.http import (
 from issuer.metrics import Metrics
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=enum.Enum)
 
 _NO_STORE = ((b"cache-control", b"no-store"),)
 
@@ -126,6 +129,7 @@ class BrokerApi:
             Route(base, self.list_integrations, methods=["GET"]),
             Route(base + "/{ref}", self.get_integration, methods=["GET"]),
             Route(base + "/{ref}", self.remove_integration, methods=["DELETE"]),
+            Route(base + "/{ref}/setup", self.setup, methods=["GET"]),
             Route("/v1/sandboxes", self.create_sandbox, methods=["POST"]),
             Route("/v1/sandboxes/{sandbox_id}", self.get_sandbox, methods=["GET"]),
             Route("/v1/sandboxes/{sandbox_id}", self.delete_sandbox, methods=["DELETE"]),
@@ -170,6 +174,26 @@ class BrokerApi:
         )
         return JSONResponse(
             {"removed": integration.id, "revoked_sandboxes": revoked, "note": DISCONNECT_NOTE}
+        )
+
+    async def setup(self, request: Request) -> Response:
+        await self._auth.require(request, Role.ADMIN)
+        query = request.query_params
+        output = await self._service.setup_for(
+            request.path_params["slug"],
+            request.path_params["ref"],
+            format=_choice(Format, query.get("format", Format.CLI.value), "format"),
+            profile=_choice(Profile, query.get("profile", Profile.INCIDENT.value), "profile"),
+            policy=_choice(PolicyChoice, query.get("policy", PolicyChoice.PROFILE.value), "policy"),
+            warrant_principal_arn=query.get("warrant_principal_arn"),
+        )
+        return JSONResponse(
+            {
+                "format": output.format.value,
+                "setup": output.setup,
+                "teardown": output.teardown,
+                "our_side": output.our_side,
+            }
         )
 
     async def create_sandbox(self, request: Request) -> Response:
@@ -218,6 +242,14 @@ class BrokerApi:
             request.path_params["sandbox_id"], request_id=request_id(request)
         )
         return JSONResponse(sandbox_json(sandbox, self._clock()))
+
+
+def _choice(kind: type[E], value: str, name: str) -> E:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise BadRequest(f"{name}={value!r} is not one of: {allowed}") from None
 
 
 def _policy_text(value: object) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,49 @@ def test_unknown_tenant_is_named(tmp_path: Path) -> None:
     result = cli(base_env(tmp_path / "var"), "integrations", "list", "ghost", check=False)
     assert result.returncode == 1
     assert "ghost" in result.stderr
+
+
+def test_setup_prints_valid_scripts_and_clear_errors(tmp_path: Path) -> None:
+    """`warrant setup` prints a bash script (and its teardown) that bash accepts; an
+    instance_role setup without Warrant's principal is one clean error line."""
+    env = base_env(tmp_path / "var", WARRANT_ISSUER_URL="https://oidc.example.com")
+    cli(env, "tenants", "add", "acme")
+    cli(
+        env,
+        "integrations",
+        "add",
+        "acme",
+        "prod",
+        "--account-id",
+        "123456789012",
+        "--role-arn",
+        ROLE,
+    )
+    for extra in ([], ["--teardown"], ["--profile", "analysis"]):
+        script = cli(env, "setup", "acme", "prod", *extra).stdout
+        checked = subprocess.run(
+            ["bash", "-n"], input=script, capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, checked.stderr
+    setup = cli(env, "setup", "acme", "prod").stdout
+    assert "oidc.example.com:sub" in setup
+    assert "acme-oidc-service" in setup
+    cfn = cli(env, "setup", "acme", "prod", "--format", "cloudformation").stdout
+    assert "AWS::IAM::Role" in cfn
+    cli(
+        env,
+        "integrations",
+        "add",
+        "acme",
+        "xacct",
+        "--account-id",
+        "123456789012",
+        "--role-arn",
+        ROLE + "-x",
+        "--method",
+        "instance_role",
+    )
+    failed = cli(env, "setup", "acme", "xacct", check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: ")
+    assert "warrant_principal_arn" in failed.stderr or "principal" in failed.stderr

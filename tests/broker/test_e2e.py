@@ -597,3 +597,36 @@ def test_a_sandbox_with_its_own_policy_gets_its_own_session(world: World) -> Non
     assert deleted.status_code == 200
     shared_token = shared["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
     assert world.vend(shared_token).status_code == 200
+
+
+def test_generated_setup_script_connects_an_account(world: World, tmp_path: Path) -> None:
+    """The `cli` setup script served by GET .../setup, run with the AWS CLI against the
+    stand-in, creates a role that the broker then assumes through the strict gate."""
+    integration = world.integration("acme", "generated", "acme-generated")
+    path = f"/v1/tenants/acme/integrations/{integration['id']}/setup"
+    bad = world.admin("GET", path + "?format=pulumi")
+    assert bad.status_code == 400
+    assert "cli, json, cloudformation, terraform" in bad.json()["message"]
+    served = world.admin("GET", path + "?format=cli")
+    assert served.status_code == 200, served.text
+    script = tmp_path / "setup.sh"
+    script.write_text(served.json()["setup"])
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "HOME": "/nonexistent",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_ENDPOINT_URL": world.standin.endpoint_url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": SETUP_KEYS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": SETUP_KEYS["aws_secret_access_key"],
+    }
+    result = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert integration["role_arn"] in result.stdout
+    grant = world.sandbox("acme", "generated")
+    lines = run_client(world, grant, duration=0, interval=0)
+    assert "assumed-role/acme-generated/" in lines[0]["arn"], lines
+    assert "aws:TokenIssueTime" in served.json()["teardown"]
