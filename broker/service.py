@@ -138,6 +138,33 @@ class BrokerService:
             dev=self._dev,
         )
 
+    async def remove_tenant(
+        self, tenant: str, *, request_id: str | None = None
+    ) -> tuple[list[Integration], list[str]]:
+        """Disconnect a whole tenant: every integration's sandboxes are revoked at once and its
+        cached sessions dropped, then the tenant is removed (its rows go with it)."""
+        slug = validate_slug(tenant)
+        await self._tenants.get(slug)
+        removed: list[Integration] = []
+        revoked: list[str] = []
+        for integration in await self._integrations.list(slug):
+            _, sandboxes = await self.remove_integration(
+                slug, integration.id, request_id=request_id
+            )
+            removed.append(integration)
+            revoked.extend(sandboxes)
+        await self._tenants.remove(slug)
+        await self._audit.write(
+            AuditEvent(
+                event="tenant.remove",
+                outcome="ok",
+                tenant=slug,
+                request_id=request_id,
+                detail=f"removed {len(removed)} integrations, revoked {len(revoked)} sandboxes",
+            )
+        )
+        return removed, revoked
+
     # -- sandboxes (agent) ----------------------------------------------------------------
 
     async def create_sandbox(

@@ -278,8 +278,10 @@ class InternalApi:
 def create_internal_app(
     api: InternalApi, metrics: Metrics, extra_routes: Sequence[BaseRoute] = ()
 ) -> Starlette:
+    """`extra_routes` come first, so a layer above may take over one of ours (the broker
+    handles tenant removal, which must revoke sandboxes too)."""
     return Starlette(
-        routes=[*api.routes(), *extra_routes],
+        routes=[*extra_routes, *api.routes()],
         exception_handlers=_error_handlers(),
         middleware=[Middleware(metrics.middleware("internal"))],
     )

@@ -123,8 +123,10 @@ class BrokerApi:
         self._clock = clock
 
     def routes(self) -> list[BaseRoute]:
+        """Mounted before the issuer's routes: removing a tenant is the broker's job too."""
         base = "/v1/tenants/{slug}/integrations"
         return [
+            Route("/v1/tenants/{slug}", self.remove_tenant, methods=["DELETE"]),
             Route(base, self.add_integration, methods=["POST"]),
             Route(base, self.list_integrations, methods=["GET"]),
             Route(base + "/{ref}", self.get_integration, methods=["GET"]),
@@ -174,6 +176,20 @@ class BrokerApi:
         )
         return JSONResponse(
             {"removed": integration.id, "revoked_sandboxes": revoked, "note": DISCONNECT_NOTE}
+        )
+
+    async def remove_tenant(self, request: Request) -> Response:
+        await self._auth.require(request, Role.ADMIN)
+        removed, revoked = await self._service.remove_tenant(
+            request.path_params["slug"], request_id=request_id(request)
+        )
+        return JSONResponse(
+            {
+                "removed": request.path_params["slug"],
+                "removed_integrations": [i.id for i in removed],
+                "revoked_sandboxes": revoked,
+                "note": DISCONNECT_NOTE,
+            }
         )
 
     async def setup(self, request: Request) -> Response:

@@ -174,7 +174,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 # moto lacks AddClientIDToOpenIDConnectProvider: register every tenant's
                 # audience up front (initech's is left out on purpose).
                 Url=server.issuer_url,
-                ClientIDList=["acme-oidc-service", "globex-oidc-service"],
+                ClientIDList=["acme-oidc-service", "globex-oidc-service", "umbrella-oidc-service"],
                 ThumbprintList=["0" * 40],
             )
             world.standin_admin(
@@ -630,3 +630,38 @@ def test_generated_setup_script_connects_an_account(world: World, tmp_path: Path
     lines = run_client(world, grant, duration=0, interval=0)
     assert "assumed-role/acme-generated/" in lines[0]["arn"], lines
     assert "aws:TokenIssueTime" in served.json()["teardown"]
+
+
+def test_removing_a_tenant_disconnects_everything(world: World) -> None:
+    """DELETE of a tenant revokes every sandbox of every integration at once (the next request
+    is refused), drops the cached sessions, is audited, and says how to cut off issued
+    credentials on the AWS side."""
+    assert world.admin("POST", "/v1/tenants", {"slug": "umbrella"}).status_code == 201
+    integration = world.integration("umbrella", "main", "umbrella-reader")
+    world.oidc_role(
+        "umbrella-reader", aud="umbrella-oidc-service", sub=f"tenant:umbrella:{integration['id']}"
+    )
+    token = world.sandbox("umbrella", "main")["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+    assert world.vend(token).status_code == 200
+    evictions_before = _metric(world, "warrant_credential_cache_evictions_total")
+    response = world.admin("DELETE", "/v1/tenants/umbrella")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["removed_integrations"] == [integration["id"]]
+    assert len(body["revoked_sandboxes"]) == 1
+    assert "aws:TokenIssueTime" in body["note"]
+    assert world.vend(token).status_code == 401
+    assert _metric(world, "warrant_credential_cache_evictions_total") > evictions_before
+    assert world.admin("GET", "/v1/tenants/umbrella").status_code == 404
+    records = [
+        json.loads(line)
+        for line in (world.server.data_dir / "audit.jsonl").read_text().splitlines()
+    ]
+    assert any(r["event"] == "tenant.remove" and r.get("tenant") == "umbrella" for r in records)
+
+
+def _metric(world: World, name: str) -> float:
+    text = httpx.get(world.server.internal_url + "/metrics", timeout=10).text
+    return float(
+        next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " "))
+    )
