@@ -14,6 +14,7 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import click
+import httpx
 import uvloop
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from issuer.apikeys import Role, SqlApiKeyStore
 from issuer.audit import FileAuditLog
 from issuer.db import create_engine, create_schema
+from issuer.doctor import run_checks
 from issuer.errors import IssuerError
 from issuer.http import iso
 from issuer.runtime import build_key_manager, utc_now
@@ -107,6 +109,23 @@ async def open_engine(obj: CliContext) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+@main.command("doctor")
+@click.option("--issuer-url", help="Check this issuer instead of WARRANT_ISSUER_URL.")
+@click.pass_obj
+@run_async
+async def doctor(obj: CliContext, issuer_url: str | None) -> None:
+    """Check the public side as AWS STS sees it: discovery, JWKS, issuer, cache headers, keys."""
+    url = issuer_url or obj.settings(serving=True).issuer_url
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        checks = await run_checks(url, client)
+    for check in checks:
+        click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        fail(f"{len(failed)} of {len(checks)} checks failed for {url}")
+    click.echo(f"all {len(checks)} checks passed for {url}")
 
 
 @main.group()
