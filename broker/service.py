@@ -22,6 +22,7 @@ from broker.sandboxes import CachedSandboxAuth, SandboxStore
 from broker.session_name import session_name
 from broker.settings import BrokerSettings
 from broker.setup import Format, PolicyChoice, Profile, SetupOutput, generate
+from broker.setup.policies import guarded_session_policy
 from broker.validation import session_policy as validate_session_policy
 from broker.validation import ttl_seconds as validate_ttl
 from issuer.audit import AuditEvent, AuditLog
@@ -85,6 +86,8 @@ class BrokerService:
     async def add_integration(
         self, tenant: str, fields: dict[str, Any], *, request_id: str | None = None
     ) -> Integration:
+        if fields.get("session_policy") is not None:
+            guarded_session_policy(validate_session_policy(fields["session_policy"]))
         integration = await self._integrations.add(validate_slug(tenant), **fields)
         await self._audit.write(self._integration_event("integration.add", integration, request_id))
         return integration
@@ -179,6 +182,7 @@ class BrokerService:
     ) -> SandboxGrant:
         integration = await self._integrations.get(validate_slug(tenant), integration_ref)
         policy = validate_session_policy(session_policy)
+        guarded_session_policy(policy)  # fits with the read-only guard, or BadRequest
         if policy is not None and integration.session_policy is not None:
             raise BadRequest(
                 "this integration already has a session_policy; a sandbox cannot replace it "
@@ -305,7 +309,8 @@ class BrokerService:
         return CredentialRequest(
             integration=integration,
             session_name=session_name(integration.tenant, own_scope or integration.name),
-            session_policy=sandbox_policy or integration.session_policy,
+            # Every session carries the read-only guard, merged with any narrowing policy.
+            session_policy=guarded_session_policy(sandbox_policy or integration.session_policy),
             scope=own_scope or integration.id,
         )
 

@@ -5,8 +5,11 @@ attaches to every session."""
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from typing import Any
+
+from issuer.errors import BadRequest
 
 __all__ = [
     "DATA_READ_ACTIONS",
@@ -238,3 +241,41 @@ def read_only_session_policy() -> str:
 def minified(document: dict[str, Any]) -> str:
     """A policy document as IAM counts it: JSON without insignificant whitespace."""
     return json.dumps(document, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=1024)
+def guarded_session_policy(narrowing: str | None) -> str:
+    """The one inline session policy the broker sends with every exchange: the read-only guard's
+    Deny statements, plus the integration's or sandbox's own narrowing statements in place of the
+    guard's `Allow *` (STS takes a single inline policy, so the two are merged). A narrowing
+    policy can therefore only take access away, never add writes or data reads back.
+
+    Raises BadRequest when the merged policy exceeds STS's 2048 characters, saying how short the
+    narrowing policy must be. Cached: it sits on the vend path.
+    """
+    guard = json.loads(read_only_session_policy())
+    statements = [s for s in guard["Statement"] if s["Effect"] == "Deny"]
+    if narrowing is None:
+        statements.append(
+            {"Sid": "WithinTheRole", "Effect": "Allow", "Action": "*", "Resource": "*"}
+        )
+    else:
+        custom = json.loads(narrowing)
+        extra = custom.get("Statement", [])
+        statements.extend(extra if isinstance(extra, list) else [extra])
+    text = minified({"Version": POLICY_VERSION, "Statement": statements})
+    if len(text) > SESSION_POLICY_MAX_CHARS:
+        room = SESSION_POLICY_MAX_CHARS - (
+            len(guarded_session_policy(None))
+            - len(
+                minified(
+                    {"Sid": "WithinTheRole", "Effect": "Allow", "Action": "*", "Resource": "*"}
+                )
+            )
+        )
+        raise BadRequest(
+            f"session_policy: merged with Warrant's read-only guard it is {len(text)} "
+            f"characters, over STS's {SESSION_POLICY_MAX_CHARS}; keep its statements under "
+            f"about {room} characters"
+        )
+    return text
