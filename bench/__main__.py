@@ -16,15 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import issuer_bench
+from bench import broker_bench, issuer_bench
 from bench.errors import BenchError
-from bench.loadgen import Wrk, WrkMissing
+from bench.loadgen import OpenLoop, Wrk, WrkMissing
 from bench.machine import CpuPlan, facts
 from bench.registry import Benchmark, Options, Session, select
 from bench.report import Figure, Report, render_text, write
+from bench.servers import python_env
 
-# Every benchmark, in the order they run. A new one (vend, grpc) is a function and a line here.
-REGISTRY: tuple[Benchmark, ...] = (*issuer_bench.BENCHMARKS,)
+# Every benchmark, in the order they run. A new one (grpc) is a function and a line here.
+REGISTRY: tuple[Benchmark, ...] = (*issuer_bench.BENCHMARKS, *broker_bench.BENCHMARKS)
 
 DEFAULT_DURATION = 5  # seconds: enough for a stable mean at thousands of requests per second
 DEFAULT_WARMUP = 1  # seconds: connections open and caches fill before the clock starts
@@ -109,9 +110,12 @@ def _run(selected: Sequence[Benchmark], options: Options) -> int:
         except WrkMissing as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        open_loop = OpenLoop(connections=options.connections, cpu=cpus.loadgen, env=python_env())
         started = datetime.now(UTC)
         figures: list[Figure] = []
-        session = Session(options, wrk, cpus, Path(scratch), progress=_progress)
+        session = Session(
+            options, wrk, cpus, Path(scratch), progress=_progress, open_loop=open_loop
+        )
         try:
             with session:
                 for benchmark in selected:
@@ -132,6 +136,7 @@ def _run(selected: Sequence[Benchmark], options: Options) -> int:
             figures=figures,
             runs=session.runs,
             signs=session.signs,
+            latencies=session.latencies,
         )
     print(render_text(report))
     json_path, md_path = write(report)

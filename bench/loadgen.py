@@ -288,7 +288,14 @@ def parse_open_loop_output(name: str, request: HttpRequest, output: str) -> Load
             offered_rps=float(report["rate"]),
             generator={
                 key: float(report[key])
-                for key in ("max_ms", "queued", "send_lag_p99_ms", "send_lag_max_ms", "cpu_seconds")
+                for key in (
+                    "max_ms",
+                    "queued",
+                    "send_lag_p99_ms",
+                    "send_lag_max_ms",
+                    "cpu_seconds",
+                    "busy_pct",
+                )
             },
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

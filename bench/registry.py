@@ -1,8 +1,10 @@
 """What a benchmark is, and the session every benchmark runs in.
 
-A benchmark is one function `(Session) -> list[Figure]`. The session owns the servers (started on
-first use, stopped when it closes), runs every load through one wrk with warm-up, and measures
-each baseline once so every figure of a run is divided by the same number.
+A benchmark is one function `(Session) -> list[Figure]`. The session owns the servers and the
+STS stand-in (started on first use, stopped when it closes), runs every load through one wrk (or
+the open-loop generator, for latency at a fixed rate) with warm-up, times in-process latency
+runs on the load-generator CPU, and measures each baseline once so every figure of a run is
+divided by the same number.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from types import TracebackType
 from typing import TypeVar
 
 from bench.cpustat import NOISY_PCT, CpuMeter, Interference
-from bench.loadgen import HttpRequest, LoadResult, Wrk
-from bench.machine import CpuPlan
+from bench.errors import BenchError
+from bench.latency import LatencyRun
+from bench.loadgen import HttpRequest, LoadResult, OpenLoop, Wrk
+from bench.machine import CpuPlan, pinned
 from bench.report import Figure
 from bench.servers import BareServer, RunningServer, Warrant, bare_server, warrant_server
 from bench.sign import SignResult, measure_sign_rate
+from bench.world import BROKER_ALG, BrokerWorld
 
 __all__ = ["Benchmark", "Options", "Session"]
 
@@ -28,7 +33,8 @@ __all__ = ["Benchmark", "Options", "Session"]
 # be shared (a test suite, an editor), and a quiet second try is usually seconds away.
 NOISY_RETRIES = 2
 
-R = TypeVar("R", LoadResult, SignResult)
+T = TypeVar("T")
+S = TypeVar("S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +59,25 @@ class Session:
         cpus: CpuPlan,
         workdir: Path,
         progress: Callable[[str], None],
+        *,
+        open_loop: OpenLoop,
     ) -> None:
         self.options = options
         self._progress = progress
         self._wrk = wrk
+        self._open_loop = open_loop
         self._cpus = cpus
         self._workdir = workdir
         self._stack = contextlib.ExitStack()
         self._bare: BareServer | None = None
         self._warrant: Warrant | None = None
         self._warrant_stack: contextlib.ExitStack | None = None
+        self._standin_url: str | None = None
+        self._world: BrokerWorld | None = None
         self._baselines: dict[tuple[str, str | None, tuple[str, ...]], LoadResult] = {}
         self.runs: list[LoadResult] = []
         self.signs: list[SignResult] = []
+        self.latencies: list[LatencyRun] = []
 
     def __enter__(self) -> Session:
         return self
@@ -79,9 +91,15 @@ class Session:
         self.close()
 
     def close(self) -> None:
-        """Stop every server this session started."""
-        self._stop_warrant()
-        self._stack.close()
+        """Stop every server this session started, then the stand-in."""
+        try:
+            self._stop_warrant()
+        finally:
+            self._stack.close()
+
+    def progress(self, message: str) -> None:
+        """A line on stderr while the benchmarks run."""
+        self._progress(message)
 
     # Load.
 
@@ -92,19 +110,55 @@ class Session:
         self._progress(f"{name}: {request.describe()}, {self.options.duration} s ...")
         if self.options.warmup > 0:
             self._wrk.run(f"{name} (warm-up)", request, self.options.warmup)
-        result = self._quietest(lambda: self._measure(name, request, server))
+        result = self._quietest(
+            lambda: self._measure(name, request, server), lambda r: _noise(r.interference)
+        )
         self.runs.append(result)
         return result
 
-    def _quietest(self, measure: Callable[[], R]) -> R:
-        results: list[R] = []
+    def load_at_rate(
+        self, name: str, request: HttpRequest, rate: float, server: RunningServer
+    ) -> LoadResult:
+        """As `load`, with the open-loop generator holding `rate` requests per second; its
+        latencies count from each request's due time. The warm-up runs at the same rate."""
+        self._progress(
+            f"{name}: {request.describe()} at {rate:,.0f} req/s (open loop), "
+            f"{self.options.duration} s ..."
+        )
+        result = self._quietest(
+            lambda: self._measure_at_rate(name, request, rate, server),
+            lambda r: _noise(r.interference),
+        )
+        self.runs.append(result)
+        return result
+
+    def latency(
+        self,
+        name: str,
+        server: RunningServer,
+        prepare: Callable[[], S],
+        measure: Callable[[S], list[LatencyRun]],
+    ) -> list[LatencyRun]:
+        """`measure(prepare())`: requests timed one at a time by this process, on the
+        load-generator CPU (where the stand-in's threads run too), with the same noise check and
+        retries as a load run. Every attempt calls `prepare` again, unmeasured, for fresh state.
+        Raises BenchError if the server died on the way."""
+        runs = self._quietest(
+            lambda: self._measure_latency(name, server, prepare, measure),
+            lambda rs: max((_noise(r.interference) for r in rs), default=0.0),
+        )
+        self.latencies += runs
+        return runs
+
+    def _quietest(self, measure: Callable[[], T], noise: Callable[[T], float]) -> T:
+        results: list[T] = []
         for attempt in range(1 + NOISY_RETRIES):
             if attempt:
                 self._progress("  noisy (other processes used a pinned CPU); measuring again")
             results.append(measure())
-            if _noise(results[-1].interference) <= NOISY_PCT:
+            if noise(results[-1]) <= NOISY_PCT:
                 break
-        return min(results, key=lambda result: _noise(result.interference))
+        return min(results, key=noise)
 
     def _measure(self, name: str, request: HttpRequest, server: RunningServer) -> LoadResult:
         meter = CpuMeter(server.process.pid, self._cpus.server, self._cpus.loadgen)
@@ -119,13 +173,61 @@ class Session:
         )
         return result
 
-    def baseline(self, like: HttpRequest) -> LoadResult:
+    def _measure_at_rate(
+        self, name: str, request: HttpRequest, rate: float, server: RunningServer
+    ) -> LoadResult:
+        meter = CpuMeter(server.process.pid, self._cpus.server, self._cpus.loadgen)
+        meter.start()
+        result = self._open_loop.run(
+            name, request, rate=rate, seconds=self.options.duration, warmup=self.options.warmup
+        )
+        result = replace(result, interference=meter.stop())
+        server.check_alive()
+        errors = f", ERRORS: {result.error_summary()}" if result.errors else ""
+        lag = (result.generator or {}).get("send_lag_p99_ms", 0.0)
+        self._progress(
+            f"  {result.requests_per_second:,.0f} req/s done, p50 {result.p50_ms:.2f} ms, "
+            f"p90 {result.p90_ms:.2f} ms, p99 {result.p99_ms:.2f} ms (generator send lag p99 "
+            f"{lag:.3f} ms){errors}{_others(result.interference)}"
+        )
+        return result
+
+    def _measure_latency(
+        self,
+        name: str,
+        server: RunningServer,
+        prepare: Callable[[], S],
+        measure: Callable[[S], list[LatencyRun]],
+    ) -> list[LatencyRun]:
+        self._progress(f"{name}: preparing, then timing requests one at a time ...")
+        meter = CpuMeter(
+            server.process.pid, self._cpus.server, self._cpus.loadgen, loadgen_pid=os.getpid()
+        )
+        with pinned(self._cpus.loadgen):
+            state = prepare()
+            meter.start()
+            runs = measure(state)
+            interference = meter.stop()
+        server.check_alive()
+        runs = [replace(run, interference=interference) for run in runs]
+        for run in runs:
+            errors = f", ERRORS: {run.errors}" if run.errors else ""
+            self._progress(
+                f"  {run.name}: median {run.median_ms:.2f} ms, p90 {run.p90_ms:.2f} ms over "
+                f"{run.count} samples{errors}"
+            )
+        if interference is not None:
+            self._progress(f"  {_others(interference).removeprefix('; ')}")
+        return runs
+
+    def baseline(self, like: HttpRequest, *, name: str | None = None) -> LoadResult:
         """The bare server loaded with the same request shape (method, body, header names),
-        measured once per session."""
+        measured once per session; `name` labels the run (default 'bare <method>')."""
         key = (like.method, like.body, tuple(sorted(name.lower() for name in like.headers)))
         if key not in self._baselines:
             bare = self.bare()
-            self._baselines[key] = self.load(f"bare {like.method}", like.at(bare.url), bare.server)
+            label = name or f"bare {like.method}"
+            self._baselines[key] = self.load(label, like.at(bare.url), bare.server)
         return self._baselines[key]
 
     # Servers.
@@ -137,29 +239,75 @@ class Session:
             )
         return self._bare
 
-    def warrant(self, alg: str) -> Warrant:
-        """`warrant serve` signing with `alg`; a different alg restarts it on a fresh data dir."""
-        if self._warrant is not None and self._warrant.alg == alg:
-            return self._warrant
+    def warrant(self, alg: str, *, sts_endpoint: str | None = None) -> Warrant:
+        """`warrant serve` signing with `alg` (its broker using `sts_endpoint`, when given); a
+        different alg or endpoint restarts it on a fresh data dir."""
+        current = self._warrant
+        if current is not None and (current.alg, current.sts_endpoint) == (alg, sts_endpoint):
+            return current
         self._stop_warrant()
         stack = contextlib.ExitStack()
-        self._warrant = stack.enter_context(
-            warrant_server(alg, cpu=self._cpus.server, workdir=self._workdir)
-        )
+        try:
+            self._warrant = stack.enter_context(
+                warrant_server(
+                    alg, cpu=self._cpus.server, workdir=self._workdir, sts_endpoint=sts_endpoint
+                )
+            )
+        except BaseException:
+            stack.close()
+            raise
         self._warrant_stack = stack
         return self._warrant
 
     def _stop_warrant(self) -> None:
-        if self._warrant_stack is not None:
-            self._warrant_stack.close()
-        self._warrant, self._warrant_stack = None, None
+        stack = self._warrant_stack
+        self._warrant, self._warrant_stack, self._world = None, None, None
+        if stack is not None:
+            stack.close()
+
+    def standin(self) -> str:
+        """The STS stand-in (moto behind the strict gate) in this process; its endpoint URL.
+        Its threads are pinned to the load-generator CPU: the server's CPU stays the server's."""
+        if self._standin_url is None:
+            # Imported here: moto takes seconds to import, and only the broker's figures need it.
+            from broker.standin import StandIn  # noqa: PLC0415
+
+            standin = StandIn(allow_http_issuers=True)
+            with pinned(self._cpus.loadgen):  # threads started in here inherit the affinity
+                try:
+                    standin.start()
+                except Exception as exc:
+                    standin.stop()
+                    raise BenchError(f"the STS stand-in did not start: {exc}") from exc
+            self._stack.callback(standin.stop)
+            self._standin_url = standin.endpoint_url
+            where = "" if self._cpus.loadgen is None else f", on CPU {self._cpus.loadgen}"
+            self._progress(f"stand-in: moto behind the STS gate at {self._standin_url}{where}")
+        return self._standin_url
+
+    def broker(self) -> BrokerWorld:
+        """`warrant serve` exchanging at the stand-in, with its IAM OIDC provider registered and
+        the benchmark tenant added."""
+        warrant = self.warrant(BROKER_ALG, sts_endpoint=self.standin())
+        stack = self._warrant_stack
+        if self._world is None and stack is not None:
+            world = BrokerWorld(warrant)
+            stack.callback(world.close)
+            world.setup()
+            self._world = world
+        if self._world is None:
+            raise BenchError("the broker's server is not running")
+        return self._world
 
     # Signing.
 
     def sign_rate(self, name: str, warrant: Warrant, signing_input: bytes, kid: str) -> SignResult:
         """Raw signing rate of `warrant`'s active key, on the server's CPU, server idle."""
         self._progress(f"{name}: raw signing, {self.options.duration} s ...")
-        result = self._quietest(lambda: self._measure_signing(name, warrant, signing_input, kid))
+        result = self._quietest(
+            lambda: self._measure_signing(name, warrant, signing_input, kid),
+            lambda r: _noise(r.interference),
+        )
         self.signs.append(result)
         return result
 

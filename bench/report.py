@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpustat import NOISY_PCT, Interference
+from bench.latency import LatencyRun
 from bench.loadgen import LoadResult
 from bench.sign import SignResult
 
@@ -20,7 +21,10 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 @dataclass(frozen=True, slots=True)
 class Figure:
-    """One measured rate against its baseline; `errors` counts failures in the runs behind it."""
+    """One measured rate against its baseline, whose ratio must reach `target`; or, with
+    `upper_bound`, a measured quantity (a latency in ms) that must not exceed `target`, shown
+    next to its baseline with `detail` in place of the ratio. `errors` counts failures in the
+    runs behind it."""
 
     name: str
     measured: float
@@ -30,17 +34,56 @@ class Figure:
     errors: int
     note: str = ""
     others_pct: float = 0.0  # the worst share of a pinned CPU others took in the runs behind it
+    unit: str = "req/s"  # of `measured`, and of `baseline` unless `baseline_unit` says otherwise
+    baseline_unit: str | None = None
+    upper_bound: bool = False
+    detail: str = ""
 
     @property
     def ratio(self) -> float:
         return self.measured / self.baseline if self.baseline > 0 else 0.0
 
     @property
+    def passed(self) -> bool:
+        if self.upper_bound:
+            return self.measured <= self.target
+        return self.ratio >= self.target
+
+    @property
     def verdict(self) -> str:
-        """ERROR when any request failed: the rate is then not that of the happy path."""
+        """ERROR when any request failed: the figure is then not that of the happy path."""
         if self.errors:
             return "ERROR"
-        return "PASS" if self.ratio >= self.target else "MISS"
+        return "PASS" if self.passed else "MISS"
+
+    def to_json(self) -> dict[str, Any]:
+        common = {
+            "errors": self.errors,
+            "verdict": self.verdict,
+            "others_cpu_pct": self.others_pct,
+            "note": self.note,
+        }
+        if not self.upper_bound:
+            return {
+                "name": self.name,
+                "measured_rps": round(self.measured, 1),
+                "baseline_rps": round(self.baseline, 1),
+                "baseline": self.baseline_label,
+                "ratio": round(self.ratio, 4),
+                "target": self.target,
+                **common,
+            }
+        return {
+            "name": self.name,
+            "measured": round(self.measured, 3),
+            "unit": self.unit,
+            "baseline_value": round(self.baseline, 3),
+            "baseline_unit": self.baseline_unit or self.unit,
+            "baseline": self.baseline_label,
+            "detail": self.detail,
+            "target_max": self.target,
+            **common,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +94,7 @@ class Report:
     figures: Sequence[Figure]
     runs: Sequence[LoadResult]
     signs: Sequence[SignResult]
+    latencies: Sequence[LatencyRun] = ()
 
     @property
     def clean(self) -> bool:
@@ -61,38 +105,8 @@ class Report:
             "date": self.date,
             "machine": dict(self.machine),
             "options": dict(self.options),
-            "figures": [
-                {
-                    "name": f.name,
-                    "measured_rps": round(f.measured, 1),
-                    "baseline_rps": round(f.baseline, 1),
-                    "baseline": f.baseline_label,
-                    "ratio": round(f.ratio, 4),
-                    "target": f.target,
-                    "errors": f.errors,
-                    "verdict": f.verdict,
-                    "others_cpu_pct": f.others_pct,
-                    "note": f.note,
-                }
-                for f in self.figures
-            ],
-            "load_runs": [
-                {
-                    "name": r.name,
-                    "request": r.request,
-                    "connections": r.connections,
-                    "seconds": r.seconds,
-                    "requests": r.requests,
-                    "rps": r.requests_per_second,
-                    "p50_ms": r.p50_ms,
-                    "p90_ms": r.p90_ms,
-                    "p99_ms": r.p99_ms,
-                    "status_over_399": r.bad_status,
-                    "socket_errors": dict(r.socket_errors),
-                    "others_cpu_pct": _interference_json(r.interference),
-                }
-                for r in self.runs
-            ],
+            "figures": [f.to_json() for f in self.figures],
+            "load_runs": [_load_run_json(r) for r in self.runs],
             "sign_runs": [
                 {
                     "name": s.name,
@@ -106,7 +120,45 @@ class Report:
                 }
                 for s in self.signs
             ],
+            "latency_runs": [
+                {
+                    "name": r.name,
+                    "what": r.what,
+                    "samples": r.count,
+                    "median_ms": round(r.median_ms, 3),
+                    "p90_ms": round(r.p90_ms, 3),
+                    "min_ms": round(r.min_ms, 3),
+                    "max_ms": round(r.max_ms, 3),
+                    "errors": r.errors,
+                    "samples_ms": [round(v, 3) for v in r.samples_ms],
+                    "others_cpu_pct": _interference_json(r.interference),
+                }
+                for r in self.latencies
+            ],
         }
+
+
+def _load_run_json(r: LoadResult) -> dict[str, Any]:
+    run: dict[str, Any] = {
+        "name": r.name,
+        "request": r.request,
+        "connections": r.connections,
+        "seconds": r.seconds,
+        "requests": r.requests,
+        "rps": r.requests_per_second,
+        "p50_ms": r.p50_ms,
+        "p90_ms": r.p90_ms,
+        "p99_ms": r.p99_ms,
+        "status_over_399": r.bad_status,
+        "socket_errors": dict(r.socket_errors),
+        "others_cpu_pct": _interference_json(r.interference),
+    }
+    if r.offered_rps is not None:
+        run["load_generator"] = "open loop (bench.openloop)"
+        run["offered_rps"] = r.offered_rps
+    if r.generator is not None:
+        run["generator"] = dict(r.generator)
+    return run
 
 
 def _interference_json(noise: Interference | None) -> dict[str, float | None] | None:
@@ -127,14 +179,20 @@ def _ratio(ratio: float) -> str:
     return f"{math.floor(ratio * 1000) / 1000:.3f}"
 
 
+def _quantity(value: float, unit: str) -> str:
+    if unit == "req/s":
+        return f"{value:,.0f} req/s"
+    return f"{value:,.2f} {unit}"
+
+
 def _figure_rows(report: Report) -> list[list[str]]:
     return [
         [
             f.name,
-            f"{f.measured:,.0f} req/s",
-            f"{f.baseline:,.0f} req/s ({f.baseline_label})",
-            _ratio(f.ratio),
-            f">= {f.target:.2f}",
+            _quantity(f.measured, f.unit),
+            f"{_quantity(f.baseline, f.baseline_unit or f.unit)} ({f.baseline_label})",
+            f.detail if f.upper_bound else _ratio(f.ratio),
+            f"<= {f.target:g} {f.unit}" if f.upper_bound else f">= {f.target:.2f}",
             f.verdict + (" (noisy)" if f.others_pct > NOISY_PCT else ""),
         ]
         for f in report.figures
@@ -155,6 +213,23 @@ def _run_rows(report: Report) -> list[list[str]]:
             _others(r.interference),
         ]
         for r in report.runs
+    ]
+
+
+def _latency_rows(report: Report) -> list[list[str]]:
+    return [
+        [
+            r.name,
+            r.what,
+            f"{r.count}",
+            f"{r.median_ms:.2f}",
+            f"{r.p90_ms:.2f}",
+            f"{r.min_ms:.2f}",
+            f"{r.max_ms:.2f}",
+            f"{r.errors}",
+            _others(r.interference),
+        ]
+        for r in report.latencies
     ]
 
 
@@ -186,6 +261,17 @@ RUN_HEADERS = [
     "others %",
 ]
 SIGN_HEADERS = ["sign run", "alg", "kid", "input", "signatures", "sign/s", "others %"]
+LATENCY_HEADERS = [
+    "latency run",
+    "timed",
+    "samples",
+    "median ms",
+    "p90 ms",
+    "min ms",
+    "max ms",
+    "errors",
+    "others %",
+]
 
 
 def _notes(report: Report) -> list[str]:
@@ -195,6 +281,19 @@ def _notes(report: Report) -> list[str]:
         f"hypervisor) during the run; '!' marks more than {NOISY_PCT:g}%, where the rate is "
         "not comparable: rerun on a quiet machine"
     )
+    if any(r.offered_rps is not None for r in report.runs):
+        notes.append(
+            "open loop: runs with a fixed offered rate use bench.openloop (wrk2 is not packaged "
+            "in Debian): requests due at a fixed rate on keep-alive connections, pinned to the "
+            "wrk CPU, each latency counted from the request's due time (no coordinated "
+            "omission); req/s is the rate completed"
+        )
+    if report.latencies:
+        notes.append(
+            "latency runs: requests timed one at a time by the benchmark process on the wrk "
+            "CPU, where the STS stand-in's threads also run; others % counts the benchmark "
+            "process (client and stand-in) as ours"
+        )
     return notes
 
 
@@ -219,6 +318,8 @@ def render_text(report: Report) -> str:
     ]
     if report.signs:
         parts.append(_text_table(SIGN_HEADERS, _sign_rows(report)))
+    if report.latencies:
+        parts.append(_text_table(LATENCY_HEADERS, _latency_rows(report)))
     if notes := _notes(report):
         parts.append("\n".join(notes))
     return "\n\n".join(parts) + "\n"
@@ -236,6 +337,10 @@ def render_markdown(report: Report) -> str:
     ]
     if report.signs:
         parts.append("## Signing\n\n" + _markdown_table(SIGN_HEADERS, _sign_rows(report)))
+    if report.latencies:
+        parts.append(
+            "## Latency runs\n\n" + _markdown_table(LATENCY_HEADERS, _latency_rows(report))
+        )
     if notes := _notes(report):
         parts.append("## Notes\n\n" + "\n".join(f"- {note}" for note in notes))
     return "\n\n".join(parts) + "\n"

@@ -216,9 +216,7 @@ def warrant_server(
         cpu=cpu,
         workdir=workdir,
     ) as server:
-        yield Warrant(
-            server, alg, public_url, internal_url, sandbox_url, data_dir, sts_endpoint
-        )
+        yield Warrant(server, alg, public_url, internal_url, sandbox_url, data_dir, sts_endpoint)
 
 
 def python_env() -> dict[str, str]:

@@ -29,6 +29,7 @@ from issuer.audit import AuditEvent, AuditLog
 from issuer.errors import BadRequest, Unauthenticated
 from issuer.http import iso
 from issuer.metrics import Metrics
+from issuer.singleflight import SingleFlight
 from issuer.tenants import TenantStore, validate_slug
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class BrokerService:
         self._audit = audit
         self._clock = clock
         self._settings = settings
+        self._integration_flights: SingleFlight[str, Integration] = SingleFlight()
         self._integration_cache: TTLCache[str, Integration] = TTLCache(
             maxsize=10_000, ttl=INTEGRATION_CACHE_TTL.total_seconds(), timer=self._timer
         )
@@ -294,10 +296,16 @@ class BrokerService:
 
     async def _integration(self, integration_id: str) -> Integration:
         integration = self._integration_cache.get(integration_id)
-        if integration is None:
-            integration = await self._integrations.get_by_id(integration_id)
-            self._integration_cache[integration_id] = integration
-        return integration
+        if integration is not None:
+            return integration
+
+        async def load() -> Integration:
+            found = await self._integrations.get_by_id(integration_id)
+            self._integration_cache[integration_id] = found
+            return found
+
+        # One query per expiry, however many vends are waiting (no stampede).
+        return await self._integration_flights.do(integration_id, load)
 
     def _request(
         self, integration: Integration, sandbox_policy: str | None, sandbox_id: str | None = None
