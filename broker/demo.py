@@ -15,7 +15,6 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import click
@@ -24,6 +23,7 @@ from broker.banner import ready_banner
 from broker.model import Delivery
 from broker.runtime import WarrantRuntime
 from broker.settings import BrokerSettings
+from broker.setup import Profile, permissions_policy, trust_policy
 from issuer.errors import NotFound, TenantExists
 from issuer.server import serve
 from issuer.settings import Address, Settings
@@ -35,30 +35,6 @@ DEMO_ROLE = "warrant-demo-reader"
 DEMO_STS_ADDR = Address("127.0.0.1", 8084)
 # moto ignores these; the gate never sees them as a caller (setup calls go to IAM only).
 SETUP_KEYS = {"aws_access_key_id": "AKIADEMOSETUP0000000", "aws_secret_access_key": "demo"}
-READ_ONLY_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Resource": "*",
-            "Action": [
-                "sts:GetCallerIdentity",
-                "logs:Describe*",
-                "logs:FilterLogEvents",
-                "logs:GetLogEvents",
-                "cloudwatch:Describe*",
-                "cloudwatch:Get*",
-                "cloudwatch:List*",
-                "ec2:Describe*",
-                "ecs:Describe*",
-                "ecs:List*",
-                "eks:Describe*",
-                "eks:List*",
-                "elasticache:Describe*",
-            ],
-        }
-    ],
-}
 
 
 async def run_demo(
@@ -90,7 +66,6 @@ async def run_demo(
 
 async def set_up(runtime: WarrantRuntime, sts_url: str) -> str:
     issuer_url = runtime.issuer.settings.issuer_url
-    host = issuer_url.split("://", 1)[1]
     with contextlib.suppress(TenantExists):
         await runtime.issuer.tenants.add(DEMO_TENANT, "Demo tenant")
     try:
@@ -108,25 +83,13 @@ async def set_up(runtime: WarrantRuntime, sts_url: str) -> str:
     iam.create_open_id_connect_provider(
         Url=issuer_url, ClientIDList=[f"{DEMO_TENANT}-oidc-service"]
     )
-    trust: dict[str, Any] = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": f"arn:aws:iam::{DEMO_ACCOUNT}:oidc-provider/{host}"},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {
-                        f"{host}:aud": f"{DEMO_TENANT}-oidc-service",
-                        f"{host}:sub": f"tenant:{DEMO_TENANT}:{integration.id}",
-                    }
-                },
-            }
-        ],
-    }
+    # The same documents `warrant setup` gives a customer: audience and subject pinned.
+    trust = trust_policy(integration, issuer_url, dev=True)
     iam.create_role(RoleName=DEMO_ROLE, AssumeRolePolicyDocument=json.dumps(trust))
     iam.put_role_policy(
-        RoleName=DEMO_ROLE, PolicyName="read-only", PolicyDocument=json.dumps(READ_ONLY_POLICY)
+        RoleName=DEMO_ROLE,
+        PolicyName="read-only",
+        PolicyDocument=json.dumps(permissions_policy(Profile.INCIDENT)),
     )
     grant = await runtime.service.create_sandbox(
         tenant=DEMO_TENANT,
