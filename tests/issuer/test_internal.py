@@ -250,6 +250,9 @@ async def test_key_admin_over_http(
     assert old_active not in published
     missing = await internal.post("/v1/keys/nosuchkid/revoke", headers=admin)
     assert missing.status_code == 404
+    pruned = await internal.post("/v1/keys/prune", headers=admin)
+    assert pruned.status_code == 200
+    assert old_active in pruned.json()["removed"]  # revoked records are pruned at once
 
 
 async def test_readyz_and_metrics(internal: httpx.AsyncClient, admin: dict[str, str]) -> None:
