@@ -21,7 +21,7 @@ from broker.sandboxes import SqlSandboxStore
 from broker.settings import BrokerSettings
 from broker.setup import Format, PolicyChoice, Profile, generate
 from issuer.audit import AuditEvent, FileAuditLog
-from issuer.cli import DEV_WARNING, CliContext, main, open_engine, run_async
+from issuer.cli import DEV_WARNING, CliContext, fail, main, open_engine, run_async
 from issuer.errors import BadRequest, ConfigError
 from issuer.http import iso
 from issuer.runtime import utc_now
@@ -210,6 +210,36 @@ async def integrations_show(obj: CliContext, tenant: str, ref: str) -> None:
     async with broker_stores(obj) as stores:
         integration = await stores.integrations.get(tenant, ref)
     click.echo(describe(integration))
+
+
+@integrations.command("test")
+@click.argument("tenant")
+@click.argument("ref")
+@click.option(
+    "--profile",
+    type=click.Choice([p.value for p in Profile]),
+    default=Profile.INCIDENT.value,
+    show_default=True,
+)
+@click.pass_obj
+@run_async
+async def integrations_test(obj: CliContext, tenant: str, ref: str, profile: str) -> None:
+    """Test an integration: credentials, identity, then each capability, step by step."""
+    settings = obj.settings(serving=True)
+    runtime = await WarrantRuntime.open(settings, broker_settings(obj))
+    try:
+        report = await runtime.service.test_integration(
+            tenant, ref, profile=Profile(profile), progress=click.echo
+        )
+    finally:
+        await runtime.close()
+    if report.status != "active":
+        fail(f"integration {report.integration_id} failed: {report.error}")
+    allowed = sum(c.status == "allowed" for c in report.capabilities)
+    click.echo(
+        f"integration {report.integration_id} is active: {allowed} of "
+        f"{len(report.capabilities)} capabilities allowed"
+    )
 
 
 @integrations.command("remove")

@@ -14,6 +14,8 @@ import httpx
 from starlette.applications import Starlette
 
 from broker.cache import CachedSource
+from broker.connection import ConnectionTester
+from broker.connection_store import SqlConnectionStore
 from broker.delivery.http import BrokerApi, create_sandbox_app
 from broker.imds import ImdsClient
 from broker.integrations import SqlIntegrationStore
@@ -99,6 +101,8 @@ class WarrantRuntime:
             metrics=issuer.metrics,
             issuer_url=settings.issuer_url,
             dev=settings.dev,
+            tester=ConnectionTester(cache, clock=clock, endpoint_url=bs.aws_endpoint),
+            connections=SqlConnectionStore(issuer.engine),
         )
         issuer.metrics.registry.register(CacheCollector(cache))
         api = BrokerApi(auth=issuer.authenticator, service=service, clock=clock)

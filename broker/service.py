@@ -15,6 +15,8 @@ from typing import Any
 from cachetools import TTLCache
 
 from broker.cache import CachedSource
+from broker.connection import ConnectionReport, ConnectionTester, Progress
+from broker.connection_store import SqlConnectionStore
 from broker.errors import BrokerError, CredentialsRejected, CredentialsUnavailable
 from broker.integrations import IntegrationStore
 from broker.model import AwsCredentials, CredentialRequest, Delivery, Integration, Sandbox
@@ -26,7 +28,7 @@ from broker.setup.policies import guarded_session_policy
 from broker.validation import session_policy as validate_session_policy
 from broker.validation import ttl_seconds as validate_ttl
 from issuer.audit import AuditEvent, AuditLog
-from issuer.errors import BadRequest, Unauthenticated
+from issuer.errors import BadRequest, NotFound, Unauthenticated
 from issuer.http import iso
 from issuer.metrics import Metrics
 from issuer.singleflight import SingleFlight
@@ -63,7 +65,11 @@ class BrokerService:
         metrics: Metrics,
         issuer_url: str,
         dev: bool,
+        tester: ConnectionTester | None = None,
+        connections: SqlConnectionStore | None = None,
     ) -> None:
+        self._tester = tester
+        self._connections = connections
         self._issuer_url = issuer_url
         self._dev = dev
         self._metrics = metrics
@@ -169,6 +175,49 @@ class BrokerService:
             )
         )
         return removed, revoked
+
+    async def test_integration(
+        self,
+        tenant: str,
+        ref: str,
+        *,
+        profile: Profile = Profile.INCIDENT,
+        progress: Progress | None = None,
+        request_id: str | None = None,
+    ) -> ConnectionReport:
+        """Obtain credentials the real way, check the account, probe the profile's capabilities;
+        store and audit the report."""
+        if self._tester is None or self._connections is None:
+            raise BrokerError("test connection is not configured in this process")
+        integration = await self._integrations.get(validate_slug(tenant), ref)
+        report = await self._tester.test(self._request(integration, None), profile, progress)
+        await self._connections.save(report)
+        await self._audit.write(
+            AuditEvent(
+                event="integration.test",
+                outcome="ok" if report.status == "active" else "error",
+                tenant=integration.tenant,
+                integration=integration.id,
+                role_arn=integration.role_arn,
+                request_id=request_id,
+                detail=report.error
+                or f"{sum(c.status == 'allowed' for c in report.capabilities)}"
+                f"/{len(report.capabilities)} capabilities allowed",
+            )
+        )
+        return report
+
+    async def last_test(self, tenant: str, ref: str) -> ConnectionReport:
+        if self._connections is None:
+            raise BrokerError("test connection is not configured in this process")
+        integration = await self._integrations.get(validate_slug(tenant), ref)
+        report = await self._connections.get(integration.id)
+        if report is None:
+            raise NotFound(
+                f"integration {integration.id} has not been tested yet; POST to "
+                f".../integrations/{integration.id}/test"
+            )
+        return report
 
     # -- sandboxes (agent) ----------------------------------------------------------------
 

@@ -38,6 +38,7 @@ class BrokerSettings:
     sandbox_addr: Address
     sandbox_url: str  # what AWS_CONTAINER_CREDENTIALS_FULL_URI points at
     sts_endpoint: str | None
+    aws_endpoint: str | None  # where test-connection probes go (the local stand-in); None: AWS
     imds_endpoint: str
     credential_floor: timedelta
     refresh_ahead: timedelta
@@ -79,12 +80,16 @@ class BrokerSettings:
         sts_endpoint = env.get("WARRANT_STS_ENDPOINT") or None
         if sts_endpoint is not None:
             _require_url(sts_endpoint, "WARRANT_STS_ENDPOINT")
+        aws_endpoint = env.get("WARRANT_AWS_ENDPOINT") or None
+        if aws_endpoint is not None:
+            _require_url(aws_endpoint, "WARRANT_AWS_ENDPOINT")
         imds_endpoint = env.get("WARRANT_IMDS_ENDPOINT") or "http://169.254.169.254"
         _require_url(imds_endpoint, "WARRANT_IMDS_ENDPOINT")
         return cls(
             sandbox_addr=sandbox_addr,
             sandbox_url=sandbox_url,
             sts_endpoint=sts_endpoint,
+            aws_endpoint=aws_endpoint,
             imds_endpoint=imds_endpoint.rstrip("/"),
             credential_floor=floor,
             refresh_ahead=ahead,

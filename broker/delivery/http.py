@@ -132,6 +132,8 @@ class BrokerApi:
             Route(base + "/{ref}", self.get_integration, methods=["GET"]),
             Route(base + "/{ref}", self.remove_integration, methods=["DELETE"]),
             Route(base + "/{ref}/setup", self.setup, methods=["GET"]),
+            Route(base + "/{ref}/test", self.test_integration, methods=["POST"]),
+            Route(base + "/{ref}/test", self.last_test, methods=["GET"]),
             Route("/v1/sandboxes", self.create_sandbox, methods=["POST"]),
             Route("/v1/sandboxes/{sandbox_id}", self.get_sandbox, methods=["GET"]),
             Route("/v1/sandboxes/{sandbox_id}", self.delete_sandbox, methods=["DELETE"]),
@@ -191,6 +193,24 @@ class BrokerApi:
                 "note": DISCONNECT_NOTE,
             }
         )
+
+    async def test_integration(self, request: Request) -> Response:
+        await self._auth.require(request, Role.ADMIN)
+        profile = _choice(Profile, request.query_params.get("profile", "incident"), "profile")
+        report = await self._service.test_integration(
+            request.path_params["slug"],
+            request.path_params["ref"],
+            profile=profile,
+            request_id=request_id(request),
+        )
+        return JSONResponse(report.to_json())
+
+    async def last_test(self, request: Request) -> Response:
+        await self._auth.require(request, Role.ADMIN)
+        report = await self._service.last_test(
+            request.path_params["slug"], request.path_params["ref"]
+        )
+        return JSONResponse(report.to_json())
 
     async def setup(self, request: Request) -> Response:
         await self._auth.require(request, Role.ADMIN)

@@ -164,6 +164,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         with running_warrant(
             data,
             WARRANT_STS_ENDPOINT=standin.endpoint_url,
+            WARRANT_AWS_ENDPOINT=standin.endpoint_url,
             WARRANT_IMDS_ENDPOINT=imds_url,
             WARRANT_CREDENTIAL_FLOOR=FLOOR,
             WARRANT_CREDENTIAL_REFRESH_AHEAD=REFRESH_AHEAD,
@@ -665,3 +666,57 @@ def _metric(world: World, name: str) -> float:
     return float(
         next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " "))
     )
+
+
+def test_test_connection_reports_identity_and_capabilities(world: World) -> None:
+    """POST .../test obtains credentials the real way, checks the account, probes every
+    capability of the profile, and stores and audits the report."""
+    response = world.admin("POST", "/v1/tenants/acme/integrations/prod/test?profile=analysis")
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["status"] == "active"
+    assert report["account"] == ACCOUNT
+    assert "assumed-role/acme-reader/" in report["assumed_role_arn"]
+    capabilities = {c["capability"]: c["status"] for c in report["capabilities"]}
+    assert set(capabilities) == {
+        "logs",
+        "cloudwatch",
+        "ec2",
+        "ecs",
+        "eks",
+        "lambda",
+        "rds",
+        "s3",
+        "cost explorer",
+    }
+    assert set(capabilities.values()) == {"allowed"}
+    assert world.admin("GET", "/v1/tenants/acme/integrations/prod/test").json() == report
+    records = [
+        json.loads(line)
+        for line in (world.server.data_dir / "audit.jsonl").read_text().splitlines()
+    ]
+    assert any(r["event"] == "integration.test" and r["outcome"] == "ok" for r in records)
+
+
+def test_test_connection_explains_a_broken_integration(world: World) -> None:
+    """A trust-policy mismatch fails the test with STS's error and the likely cause; an
+    integration never tested answers 404 saying how to test it."""
+    broken = world.integration("acme", "broken-trust", "acme-broken-trust")
+    world.oidc_role("acme-broken-trust", aud="acme-oidc-service", sub="tenant:acme:someone")
+    path = f"/v1/tenants/acme/integrations/{broken['id']}/test"
+    never = world.admin("GET", path)
+    assert never.status_code == 404
+    assert "has not been tested yet" in never.json()["message"]
+    report = world.admin("POST", path).json()
+    assert report["status"] == "failed"
+    assert "AccessDenied" in report["error"]
+    assert "sub" in report["error"]
+
+
+def test_integrations_test_cli_shows_each_step(world: World) -> None:
+    """`warrant integrations test` prints each step and exits 0 for a working integration."""
+    result = cli(world.server.env, "integrations", "test", "acme", "prod")
+    assert result.returncode == 0, result.stderr
+    assert "calling sts:GetCallerIdentity" in result.stdout
+    assert "ec2            allowed" in result.stdout
+    assert "is active: 6 of 6 capabilities allowed" in result.stdout

@@ -1,0 +1,238 @@
+"""Test connection: obtain credentials the real way, check who they are, then probe each
+capability of a profile with one cheap read-only call, concurrently, each with a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from aiobotocore.session import AioSession
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from broker.errors import BrokerError
+from broker.model import AwsCredentials, CredentialRequest
+from broker.protocols import CredentialSource
+from broker.setup import Profile
+
+# One probe may take this long; a capability that does not answer by then is reported as an
+# error, not a denial (it says nothing about permissions).
+PROBE_TIMEOUT = timedelta(seconds=5)
+# Errors that mean "the credentials work, the policy says no".
+DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "UnauthorizedAccess",
+        "AuthorizationError",
+        "UnauthorizedException",
+        "Forbidden",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    capability: str
+    service: str
+    operation: str
+    params: Callable[[date], dict[str, Any]]
+    region: str | None = None  # a global service's home region (Cost Explorer)
+
+
+def _month(today: date) -> dict[str, Any]:
+    return {
+        "TimePeriod": {
+            "Start": today.replace(day=1).isoformat(),
+            "End": (today + timedelta(days=1)).isoformat(),
+        },
+        "Granularity": "MONTHLY",
+        "Metrics": ["UnblendedCost"],
+    }
+
+
+_COMMON = (
+    Probe("logs", "logs", "describe_log_groups", lambda _: {"limit": 1}),
+    Probe("cloudwatch", "cloudwatch", "describe_alarms", lambda _: {"MaxRecords": 1}),
+    Probe("ec2", "ec2", "describe_instances", lambda _: {"MaxResults": 5}),
+    Probe("ecs", "ecs", "list_clusters", lambda _: {"maxResults": 1}),
+    Probe("eks", "eks", "list_clusters", lambda _: {"maxResults": 1}),
+)
+PROBES: dict[Profile, tuple[Probe, ...]] = {
+    Profile.INCIDENT: (
+        *_COMMON,
+        Probe(
+            "elasticache", "elasticache", "describe_cache_clusters", lambda _: {"MaxRecords": 20}
+        ),
+    ),
+    Profile.ANALYSIS: (
+        *_COMMON,
+        Probe("lambda", "lambda", "list_functions", lambda _: {"MaxItems": 1}),
+        Probe("rds", "rds", "describe_db_instances", lambda _: {"MaxRecords": 20}),
+        Probe("s3", "s3", "list_buckets", lambda _: {}),
+        Probe("cost explorer", "ce", "get_cost_and_usage", _month, region="us-east-1"),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityResult:
+    capability: str
+    status: str  # allowed | denied | error
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionReport:
+    integration_id: str
+    profile: Profile
+    status: str  # active | failed
+    tested_at: datetime
+    account: str | None = None
+    assumed_role_arn: str | None = None
+    error: str | None = None
+    capabilities: tuple[CapabilityResult, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "integration": self.integration_id,
+            "profile": self.profile.value,
+            "status": self.status,
+            "tested_at": self.tested_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "account": self.account,
+            "assumed_role_arn": self.assumed_role_arn,
+            "error": self.error,
+            "capabilities": [
+                {"capability": c.capability, "status": c.status, "detail": c.detail}
+                for c in self.capabilities
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> ConnectionReport:
+        return cls(
+            integration_id=value["integration"],
+            profile=Profile(value["profile"]),
+            status=value["status"],
+            tested_at=datetime.strptime(value["tested_at"], "%Y-%m-%dT%H:%M:%SZ")
+            .replace(tzinfo=datetime.now().astimezone().tzinfo)
+            .astimezone(),
+            account=value.get("account"),
+            assumed_role_arn=value.get("assumed_role_arn"),
+            error=value.get("error"),
+            capabilities=tuple(CapabilityResult(**c) for c in value.get("capabilities", [])),
+        )
+
+
+Progress = Callable[[str], None]
+
+
+class ConnectionTester:
+    def __init__(
+        self,
+        source: CredentialSource,
+        *,
+        clock: Callable[[], datetime],
+        endpoint_url: str | None = None,
+        session: AioSession | None = None,
+    ) -> None:
+        self._source = source
+        self._clock = clock
+        self._endpoint_url = endpoint_url  # the local stand-in; None means AWS itself
+        self._session = session or AioSession()
+
+    async def test(
+        self, request: CredentialRequest, profile: Profile, progress: Progress | None = None
+    ) -> ConnectionReport:
+        say = progress or (lambda _: None)
+        integration = request.integration
+        report = partial(ConnectionReport, integration.id, profile, tested_at=self._clock())
+        say(f"obtaining credentials for {integration.role_arn} ({integration.method.value})")
+        try:
+            credentials = await self._source.fetch(request)
+        except BrokerError as exc:
+            say(f"  failed: {exc.message}")
+            return report(status="failed", error=exc.message)
+        say("calling sts:GetCallerIdentity")
+        try:
+            identity = await self._call(
+                credentials, integration.region, "sts", "get_caller_identity", {}
+            )
+        except (ClientError, BotoCoreError, TimeoutError) as exc:
+            return report(status="failed", error=f"GetCallerIdentity failed: {exc}")
+        account, arn = identity.get("Account"), identity.get("Arn")
+        say(f"  account {account}, {arn}")
+        if account != integration.account_id:
+            return report(
+                status="failed",
+                account=account,
+                assumed_role_arn=arn,
+                error=f"the credentials belong to account {account}, but the integration is "
+                f"for {integration.account_id}: check role_arn",
+            )
+        probes = PROBES[profile]
+        say(f"probing {len(probes)} capabilities of the {profile.value} profile")
+        results = await asyncio.gather(
+            *[self._probe(credentials, integration.region, probe) for probe in probes]
+        )
+        for result in results:
+            say(f"  {result.capability:<14} {result.status}  {result.detail}")
+        return report(
+            status="active", account=account, assumed_role_arn=arn, capabilities=tuple(results)
+        )
+
+    async def _probe(
+        self, credentials: AwsCredentials, region: str, probe: Probe
+    ) -> CapabilityResult:
+        call = f"{probe.service}:{probe.operation}"
+        try:
+            await self._call(
+                credentials,
+                probe.region or region,
+                probe.service,
+                probe.operation,
+                probe.params(self._clock().date()),
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = "denied" if code in DENIED_CODES else "error"
+            return CapabilityResult(probe.capability, status, f"{call}: {code}")
+        except TimeoutError:
+            return CapabilityResult(
+                probe.capability,
+                "error",
+                f"{call}: no answer in {PROBE_TIMEOUT.total_seconds():.0f} s",
+            )
+        except BotoCoreError as exc:
+            return CapabilityResult(probe.capability, "error", f"{call}: {type(exc).__name__}")
+        return CapabilityResult(probe.capability, "allowed", call)
+
+    async def _call(
+        self,
+        credentials: AwsCredentials,
+        region: str,
+        service: str,
+        operation: str,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
+        seconds = PROBE_TIMEOUT.total_seconds()
+        config = Config(
+            connect_timeout=seconds, read_timeout=seconds, retries={"total_max_attempts": 1}
+        )
+        async with self._session.create_client(  # type: ignore[call-overload]
+            service,
+            region_name=region,
+            endpoint_url=self._endpoint_url,
+            aws_access_key_id=credentials.access_key_id,
+            aws_secret_access_key=credentials.secret_access_key,
+            aws_session_token=credentials.session_token,
+            config=config,
+        ) as client:
+            async with asyncio.timeout(seconds):
+                result: dict[str, Any] = await getattr(client, operation)(**params)
+        return result

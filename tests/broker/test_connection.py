@@ -1,0 +1,66 @@
+"""Test connection's failure paths: no credentials, and credentials from the wrong account."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from broker.connection import ConnectionReport, ConnectionTester
+from broker.errors import CredentialsRejected
+from broker.setup import Profile
+from tests.broker.fakes import FakeSource, integration, request
+from tests.conftest import FakeClock
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+async def test_a_refused_exchange_fails_the_test_with_its_reason(clock: FakeClock) -> None:
+    """When STS refuses, the report is failed, carries the hint, and no probe runs."""
+    source = FakeSource(
+        clock,
+        CredentialsRejected(
+            "AssumeRoleWithWebIdentity refused",
+            sts_code="AccessDenied",
+            hint="the trust policy's :sub does not match",
+        ),
+    )
+    report = await ConnectionTester(source, clock=clock).test(
+        request(integration()), Profile.INCIDENT
+    )
+    assert report.status == "failed"
+    assert report.error is not None
+    assert ":sub does not match" in report.error
+    assert report.capabilities == ()
+
+
+@pytest.mark.slow
+async def test_credentials_from_another_account_fail_naming_both(
+    clock: FakeClock, moto_url: str
+) -> None:
+    """Credentials that work but belong to another account fail the test, naming both."""
+    source = FakeSource(clock)
+    tester = ConnectionTester(source, clock=clock, endpoint_url=moto_url)
+    wrong = integration(account_id="111111111111", role_arn="arn:aws:iam::111111111111:role/reader")
+    steps: list[str] = []
+    report = await tester.test(request(wrong), Profile.INCIDENT, steps.append)
+    assert report.status == "failed"
+    assert report.account == "123456789012"
+    assert report.error is not None
+    assert "123456789012" in report.error
+    assert "111111111111" in report.error
+    assert any("GetCallerIdentity" in step for step in steps)
+
+
+def test_reports_survive_a_round_trip(clock: FakeClock) -> None:
+    """A stored report reads back equal (what GET .../test answers)."""
+    report = ConnectionReport("int-1", Profile.ANALYSIS, "active", clock(), account="1" * 12)
+    assert ConnectionReport.from_json(report.to_json()) == report
