@@ -97,6 +97,7 @@ class ConnectionReport:
     assumed_role_arn: str | None = None
     error: str | None = None
     capabilities: tuple[CapabilityResult, ...] = ()
+    diagnosis: dict[str, Any] | None = None  # what AWS must be told, next to what we send
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +108,7 @@ class ConnectionReport:
             "account": self.account,
             "assumed_role_arn": self.assumed_role_arn,
             "error": self.error,
+            "diagnosis": self.diagnosis,
             "capabilities": [
                 {"capability": c.capability, "status": c.status, "detail": c.detail}
                 for c in self.capabilities
@@ -126,6 +128,7 @@ class ConnectionReport:
             assumed_role_arn=value.get("assumed_role_arn"),
             error=value.get("error"),
             capabilities=tuple(CapabilityResult(**c) for c in value.get("capabilities", [])),
+            diagnosis=value.get("diagnosis"),
         )
 
 

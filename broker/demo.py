@@ -44,7 +44,9 @@ async def run_demo(
     from broker.standin import StandIn  # noqa: PLC0415
 
     with StandIn(host=sts_addr.host, port=sts_addr.port, allow_http_issuers=True) as standin:
-        bs = replace(broker_settings, sts_endpoint=standin.endpoint_url)
+        bs = replace(
+            broker_settings, sts_endpoint=standin.endpoint_url, aws_endpoint=standin.endpoint_url
+        )
         runtime = await WarrantRuntime.open(settings, bs)
         ready = asyncio.Event()
 

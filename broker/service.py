@@ -19,11 +19,18 @@ from broker.connection import ConnectionReport, ConnectionTester, Progress
 from broker.connection_store import SqlConnectionStore
 from broker.errors import BrokerError, CredentialsRejected, CredentialsUnavailable
 from broker.integrations import IntegrationStore
-from broker.model import AwsCredentials, CredentialRequest, Delivery, Integration, Sandbox
+from broker.model import (
+    AwsCredentials,
+    CredentialRequest,
+    Delivery,
+    Integration,
+    Method,
+    Sandbox,
+)
 from broker.sandboxes import CachedSandboxAuth, SandboxStore
 from broker.session_name import session_name
 from broker.settings import BrokerSettings
-from broker.setup import Format, PolicyChoice, Profile, SetupOutput, generate
+from broker.setup import Format, PolicyChoice, Profile, SetupOutput, generate, trust_policy
 from broker.setup.policies import guarded_session_policy
 from broker.validation import session_policy as validate_session_policy
 from broker.validation import ttl_seconds as validate_ttl
@@ -32,7 +39,7 @@ from issuer.errors import BadRequest, NotFound, Unauthenticated
 from issuer.http import iso
 from issuer.metrics import Metrics
 from issuer.singleflight import SingleFlight
-from issuer.tenants import TenantStore, validate_slug
+from issuer.tenants import TenantStore, audience_for, validate_slug
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +198,8 @@ class BrokerService:
             raise BrokerError("test connection is not configured in this process")
         integration = await self._integrations.get(validate_slug(tenant), ref)
         report = await self._tester.test(self._request(integration, None), profile, progress)
+        if report.status == "failed" and integration.method is Method.OIDC:
+            report = replace(report, diagnosis=self._diagnose(integration))
         await self._connections.save(report)
         await self._audit.write(
             AuditEvent(
@@ -206,6 +215,26 @@ class BrokerService:
             )
         )
         return report
+
+    def _diagnose(self, integration: Integration) -> dict[str, Any]:
+        """Our token's claims next to what the customer's account must contain for them."""
+        host = self._issuer_url.split("://", 1)[-1]
+        partition = integration.role_arn.split(":", 2)[1]
+        return {
+            "token": {
+                "iss": self._issuer_url,
+                "aud": audience_for(integration.tenant),
+                "sub": f"tenant:{integration.tenant}:{integration.id}",
+            },
+            "provider": {
+                "url": self._issuer_url,
+                "arn": f"arn:{partition}:iam::{integration.account_id}:oidc-provider/{host}",
+                "client_ids_must_include": audience_for(integration.tenant),
+            },
+            "role_trust_policy_must_be": trust_policy(integration, self._issuer_url, dev=self._dev),
+            "fix": f"run 'warrant setup {integration.tenant} {integration.id}' for the exact "
+            "commands; the provider URL must equal iss byte for byte (no trailing slash)",
+        }
 
     async def last_test(self, tenant: str, ref: str) -> ConnectionReport:
         if self._connections is None:

@@ -711,6 +711,16 @@ def test_test_connection_explains_a_broken_integration(world: World) -> None:
     assert report["status"] == "failed"
     assert "AccessDenied" in report["error"]
     assert "sub" in report["error"]
+    diagnosis = report["diagnosis"]
+    host = world.host
+    assert diagnosis["token"] == {
+        "iss": world.server.issuer_url,
+        "aud": "acme-oidc-service",
+        "sub": f"tenant:acme:{broken['id']}",
+    }
+    condition = diagnosis["role_trust_policy_must_be"]["Statement"][0]["Condition"]
+    assert condition["StringEquals"][f"{host}:sub"] == f"tenant:acme:{broken['id']}"
+    assert diagnosis["provider"]["client_ids_must_include"] == "acme-oidc-service"
 
 
 def test_integrations_test_cli_shows_each_step(world: World) -> None:
