@@ -730,3 +730,40 @@ def test_integrations_test_cli_shows_each_step(world: World) -> None:
     assert "calling sts:GetCallerIdentity" in result.stdout
     assert "ec2            allowed" in result.stdout
     assert "is active: 6 of 6 capabilities allowed" in result.stdout
+
+
+def test_generated_instance_role_setup_then_test_connection(world: World, tmp_path: Path) -> None:
+    """For the instance_role method: the generated script (trusting Warrant's instance role with
+    the integration's ExternalId) creates the role, and test connection then reports active."""
+    integration = world.integration(
+        "acme", "generated-host", "acme-generated-host", method="instance_role"
+    )
+    principal = f"arn:aws:iam::{ACCOUNT}:role/warrant-host"
+    served = world.admin(
+        "GET",
+        f"/v1/tenants/acme/integrations/{integration['id']}/setup"
+        f"?format=cli&warrant_principal_arn={principal}",
+    )
+    assert served.status_code == 200, served.text
+    assert integration["external_id"] in served.json()["setup"]
+    assert served.json()["our_side"] is not None
+    script = tmp_path / "setup.sh"
+    script.write_text(served.json()["setup"])
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "HOME": "/nonexistent",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_ENDPOINT_URL": world.standin.endpoint_url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": SETUP_KEYS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": SETUP_KEYS["aws_secret_access_key"],
+    }
+    result = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = world.admin("POST", f"/v1/tenants/acme/integrations/{integration['id']}/test")
+    assert report.status_code == 200, report.text
+    assert report.json()["status"] == "active", report.json()
+    assert "assumed-role/acme-generated-host/" in report.json()["assumed_role_arn"]
