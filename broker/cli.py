@@ -100,6 +100,7 @@ def describe(integration: Integration) -> str:
         f"tenant            {integration.tenant}",
         f"name              {integration.name}",
         f"method            {integration.method.value}",
+        f"profile           {integration.profile}",
         f"account           {integration.account_id}",
         f"role              {integration.role_arn}",
         f"region            {integration.region}",
@@ -132,6 +133,14 @@ def integrations() -> None:
 @click.option("--target-role-arn", help="instance_role only: a further cross-account hop.")
 @click.option("--session-duration", type=int, help="Seconds; default 3600.")
 @click.option("--session-policy", help="Inline session policy JSON, or @FILE.")
+@click.option(
+    "--profile",
+    "capability_profile",
+    type=click.Choice(["incident", "analysis"]),
+    default="incident",
+    show_default=True,
+    help="What the agents may read: incident (on-call) or analysis.",
+)
 @click.pass_obj
 @run_async
 async def integrations_add(
@@ -145,6 +154,7 @@ async def integrations_add(
     target_role_arn: str | None,
     session_duration: int | None,
     session_policy: str | None,
+    capability_profile: str,
 ) -> None:
     """Add an integration to TENANT."""
     if session_policy and session_policy.startswith("@"):
@@ -160,6 +170,7 @@ async def integrations_add(
             target_role_arn=target_role_arn,
             session_duration=session_duration,
             session_policy=session_policy,
+            profile=capability_profile,
         )
         await stores.audit.write(
             AuditEvent(
@@ -218,18 +229,17 @@ async def integrations_show(obj: CliContext, tenant: str, ref: str) -> None:
 @click.option(
     "--profile",
     type=click.Choice([p.value for p in Profile]),
-    default=Profile.INCIDENT.value,
-    show_default=True,
+    help="Default: the integration's profile.",
 )
 @click.pass_obj
 @run_async
-async def integrations_test(obj: CliContext, tenant: str, ref: str, profile: str) -> None:
+async def integrations_test(obj: CliContext, tenant: str, ref: str, profile: str | None) -> None:
     """Test an integration: credentials, identity, then each capability, step by step."""
     settings = obj.settings(serving=True)
     runtime = await WarrantRuntime.open(settings, broker_settings(obj))
     try:
         report = await runtime.service.test_integration(
-            tenant, ref, profile=Profile(profile), progress=click.echo
+            tenant, ref, profile=Profile(profile) if profile else None, progress=click.echo
         )
     finally:
         await runtime.close()
@@ -283,9 +293,7 @@ async def integrations_remove(obj: CliContext, tenant: str, ref: str) -> None:
 @click.option(
     "--profile",
     type=click.Choice([p.value for p in Profile]),
-    default=Profile.INCIDENT.value,
-    show_default=True,
-    help="incident: on-call agents; analysis: infrastructure/cost/security analysis.",
+    help="Default: the integration's profile (incident or analysis).",
 )
 @click.option(
     "--policy",
@@ -306,7 +314,7 @@ async def setup_command(
     tenant: str,
     integration: str,
     format_: str,
-    profile: str,
+    profile: str | None,
     policy: str,
     warrant_principal_arn: str | None,
     teardown: bool,
@@ -319,7 +327,7 @@ async def setup_command(
         found,
         issuer_url=settings.issuer_url,
         format=Format(format_),
-        profile=Profile(profile),
+        profile=Profile(profile or found.profile),
         policy=PolicyChoice(policy),
         warrant_principal_arn=warrant_principal_arn,
         now=utc_now(),

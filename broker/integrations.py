@@ -66,6 +66,7 @@ class IntegrationStore(Protocol):
         target_role_arn: str | None = None,
         session_duration: int | None = None,
         session_policy: str | None = None,
+        profile: str | None = None,
     ) -> Integration:
         """Create an integration. Raises BadRequest naming the field and its rule for invalid
         input, UnknownTenant when the tenant does not exist, Conflict when the tenant already has
@@ -110,6 +111,8 @@ class IntegrationRow(Base):
     external_id: Mapped[str | None] = mapped_column(String(1224), unique=True, nullable=True)
     session_duration: Mapped[int] = mapped_column(Integer())
     session_policy: Mapped[str | None] = mapped_column(Text(), nullable=True)
+    # Added after the first release: the server default lets create_schema add it in place.
+    profile: Mapped[str] = mapped_column(String(16), server_default="incident")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     def to_integration(self) -> Integration:
@@ -126,6 +129,7 @@ class IntegrationRow(Base):
             target_role_arn=self.target_role_arn,
             external_id=self.external_id,
             session_policy=self.session_policy,
+            profile=self.profile,
         )
 
 
@@ -158,6 +162,7 @@ class SqlIntegrationStore:
         target_role_arn: str | None = None,
         session_duration: int | None = None,
         session_policy: str | None = None,
+        profile: str | None = None,
     ) -> Integration:
         integration = self._validated(
             tenant,
@@ -169,6 +174,7 @@ class SqlIntegrationStore:
             target_role_arn=target_role_arn,
             session_duration=session_duration,
             session_policy=session_policy,
+            profile=profile,
         )
         try:
             with database_errors():
@@ -247,6 +253,7 @@ class SqlIntegrationStore:
         target_role_arn: str | None,
         session_duration: int | None,
         session_policy: str | None,
+        profile: str | None,
     ) -> Integration:
         tenant = validate_slug(tenant)
         try:
@@ -303,6 +310,7 @@ class SqlIntegrationStore:
                 validation.generate_external_id() if method is Method.INSTANCE_ROLE else None
             ),
             session_policy=validation.session_policy(session_policy),
+            profile=validation.profile(profile),
         )
 
     async def _tenant_exists(self, tenant: str) -> bool:
@@ -324,6 +332,7 @@ def _row(integration: Integration) -> IntegrationRow:
         external_id=integration.external_id,
         session_duration=integration.session_duration,
         session_policy=integration.session_policy,
+        profile=integration.profile,
         created_at=integration.created_at,
     )
 

@@ -139,7 +139,7 @@ class BrokerService:
         ref: str,
         *,
         format: Format,  # the CLI option's and query parameter's name
-        profile: Profile = Profile.INCIDENT,
+        profile: Profile | None = None,
         policy: PolicyChoice = PolicyChoice.PROFILE,
         warrant_principal_arn: str | None = None,
     ) -> SetupOutput:
@@ -149,7 +149,7 @@ class BrokerService:
             integration,
             issuer_url=self._issuer_url,
             format=format,
-            profile=profile,
+            profile=profile or Profile(integration.profile),
             policy=policy,
             warrant_principal_arn=warrant_principal_arn,
             now=self._clock(),
@@ -188,7 +188,7 @@ class BrokerService:
         tenant: str,
         ref: str,
         *,
-        profile: Profile = Profile.INCIDENT,
+        profile: Profile | None = None,
         progress: Progress | None = None,
         request_id: str | None = None,
     ) -> ConnectionReport:
@@ -197,7 +197,9 @@ class BrokerService:
         if self._tester is None or self._connections is None:
             raise BrokerError("test connection is not configured in this process")
         integration = await self._integrations.get(validate_slug(tenant), ref)
-        report = await self._tester.test(self._request(integration, None), profile, progress)
+        report = await self._tester.test(
+            self._request(integration, None), profile or Profile(integration.profile), progress
+        )
         if report.status == "failed" and integration.method is Method.OIDC:
             report = replace(report, diagnosis=self._diagnose(integration))
         await self._connections.save(report)

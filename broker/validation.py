@@ -251,6 +251,18 @@ def ttl_seconds(value: object, *, default: int, minimum: int, maximum: int) -> i
     _refuse("ttl_seconds", value, f"a TTL is a whole number of seconds from {minimum} to {maximum}")
 
 
+PROFILES = ("incident", "analysis")
+
+
+def profile(value: object) -> str:
+    """A capability profile: `incident` (default: on-call agents) or `analysis`."""
+    if value is None:
+        return PROFILES[0]
+    if not isinstance(value, str) or value not in PROFILES:
+        raise BadRequest(f"profile must be one of {', '.join(PROFILES)}, not {shown(value)}")
+    return value
+
+
 def generate_external_id() -> str:
     """A fresh ExternalId: "warrant-" and 32 random characters, all within AWS's ExternalId
     charset. Warrant, the trusted party, generates it (as AWS requires) so that it is unique per

@@ -51,6 +51,7 @@ INTEGRATION_FIELDS = frozenset(
         "target_role_arn",
         "session_duration",
         "session_policy",
+        "profile",
     }
 )
 SANDBOX_FIELDS = frozenset({"tenant", "integration", "ttl_seconds", "session_policy", "delivery"})
@@ -74,6 +75,7 @@ def integration_json(integration: Integration) -> dict[str, Any]:
         "external_id": integration.external_id,
         "session_duration": integration.session_duration,
         "session_policy": integration.session_policy,
+        "profile": integration.profile,
         "created_at": iso(integration.created_at),
     }
 
@@ -147,7 +149,7 @@ class BrokerApi:
             "account_id": required_str(body, "account_id"),
             "role_arn": required_str(body, "role_arn"),
         }
-        for name in ("region", "method", "target_role_arn"):
+        for name in ("region", "method", "target_role_arn", "profile"):
             if (value := optional_str(body, name)) is not None:
                 fields[name] = value
         if (policy := _policy_text(body.get("session_policy"))) is not None:
@@ -196,7 +198,8 @@ class BrokerApi:
 
     async def test_integration(self, request: Request) -> Response:
         await self._auth.require(request, Role.ADMIN)
-        profile = _choice(Profile, request.query_params.get("profile", "incident"), "profile")
+        asked = request.query_params.get("profile")
+        profile = None if asked is None else _choice(Profile, asked, "profile")
         report = await self._service.test_integration(
             request.path_params["slug"],
             request.path_params["ref"],
@@ -219,7 +222,9 @@ class BrokerApi:
             request.path_params["slug"],
             request.path_params["ref"],
             format=_choice(Format, query.get("format", Format.CLI.value), "format"),
-            profile=_choice(Profile, query.get("profile", Profile.INCIDENT.value), "profile"),
+            profile=None
+            if "profile" not in query
+            else _choice(Profile, query["profile"], "profile"),
             policy=_choice(PolicyChoice, query.get("policy", PolicyChoice.PROFILE.value), "policy"),
             warrant_principal_arn=query.get("warrant_principal_arn"),
         )

@@ -767,3 +767,26 @@ def test_generated_instance_role_setup_then_test_connection(world: World, tmp_pa
     assert report.status_code == 200, report.text
     assert report.json()["status"] == "active", report.json()
     assert "assumed-role/acme-generated-host/" in report.json()["assumed_role_arn"]
+
+
+def test_test_connection_uses_the_integrations_profile(world: World) -> None:
+    """An integration created with the analysis profile is tested with its probes by default."""
+    integration = world.integration("acme", "costs", "acme-costs", profile="analysis")
+    assert integration["profile"] == "analysis"
+    world.oidc_role("acme-costs", aud="acme-oidc-service", sub=f"tenant:acme:{integration['id']}")
+    report = world.admin("POST", f"/v1/tenants/acme/integrations/{integration['id']}/test")
+    assert report.json()["status"] == "active", report.json()
+    assert report.json()["profile"] == "analysis"
+    assert "cost explorer" in {c["capability"] for c in report.json()["capabilities"]}
+    bad = world.admin(
+        "POST",
+        "/v1/tenants/acme/integrations",
+        {
+            "name": "x",
+            "account_id": ACCOUNT,
+            "profile": "everything",
+            "role_arn": f"arn:aws:iam::{ACCOUNT}:role/x",
+        },
+    )
+    assert bad.status_code == 400
+    assert "incident, analysis" in bad.json()["message"]
