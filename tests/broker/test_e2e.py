@@ -790,3 +790,23 @@ def test_test_connection_uses_the_integrations_profile(world: World) -> None:
     )
     assert bad.status_code == 400
     assert "incident, analysis" in bad.json()["message"]
+
+
+def test_a_missing_provider_is_diagnosed(world: World) -> None:
+    """An account without our OIDC provider fails the test with STS's InvalidIdentityToken, a
+    hint naming the missing provider or issuer mismatch, and the provider the account needs."""
+    other = "222222222222"
+    integration = world.integration(
+        "acme",
+        "no-provider",
+        "reader",
+        account_id=other,
+        role_arn=f"arn:aws:iam::{other}:role/reader",
+    )
+    report = world.admin("POST", f"/v1/tenants/acme/integrations/{integration['id']}/test").json()
+    assert report["status"] == "failed"
+    assert "InvalidIdentityToken" in report["error"]
+    assert "provider" in report["error"].lower()
+    assert report["diagnosis"]["provider"]["arn"] == (
+        f"arn:aws:iam::{other}:oidc-provider/{world.host}"
+    )
