@@ -120,6 +120,15 @@ def missing_authentication_token() -> StsError:
     )
 
 
+def region_disabled() -> StsError:
+    return StsError(
+        "RegionDisabledException",
+        "STS is not activated in this region for account. Your account administrator can "
+        "activate STS in this region using the IAM Console.",
+        status=403,
+    )
+
+
 def throttling() -> StsError:
     return StsError("Throttling", "Rate exceeded")
 

@@ -3,6 +3,9 @@
     throttle         Throttling 400 "Rate exceeded"         botocore retries it (standard mode)
     unavailable      ServiceUnavailable 503                 botocore retries it
     idp_unreachable  IDPCommunicationError 400              botocore retries it for STS
+    jwks_unreachable InvalidIdentityToken 400 "Couldn't retrieve verification key ..." (what STS
+                     says when our discovery or JWKS cannot be fetched in 5 s)
+    region_disabled  RegionDisabledException 403            STS not activated in the region
 
 A plan applies to the listed actions (by default the two the gate checks), for `remaining`
 matching requests or, when that is None, until replaced.
@@ -18,6 +21,8 @@ from enum import StrEnum
 from broker.standin.errors import (
     StsError,
     idp_communication_error,
+    invalid_identity_token,
+    region_disabled,
     service_unavailable,
     throttling,
 )
@@ -33,12 +38,16 @@ class FaultMode(StrEnum):
     THROTTLE = "throttle"
     UNAVAILABLE = "unavailable"
     IDP_UNREACHABLE = "idp_unreachable"
+    JWKS_UNREACHABLE = "jwks_unreachable"
+    REGION_DISABLED = "region_disabled"
 
 
 _ERRORS: dict[FaultMode, Callable[[], StsError]] = {
     FaultMode.THROTTLE: throttling,
     FaultMode.UNAVAILABLE: service_unavailable,
     FaultMode.IDP_UNREACHABLE: idp_communication_error,
+    FaultMode.JWKS_UNREACHABLE: invalid_identity_token,
+    FaultMode.REGION_DISABLED: region_disabled,
 }
 
 

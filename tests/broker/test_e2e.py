@@ -810,3 +810,31 @@ def test_a_missing_provider_is_diagnosed(world: World) -> None:
     assert report["diagnosis"]["provider"]["arn"] == (
         f"arn:aws:iam::{other}:oidc-provider/{world.host}"
     )
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "fragment"),
+    [
+        ("jwks_unreachable", "InvalidIdentityToken", "verification key"),
+        ("region_disabled", "RegionDisabledException", "region"),
+    ],
+)
+def test_sts_side_failures_are_diagnosed(world: World, mode: str, code: str, fragment: str) -> None:
+    """STS unable to fetch our JWKS, and STS disabled in the region, each fail the test with
+    STS's error code and a hint that names the cause."""
+    integration = world.integration("acme", f"fault-{mode}", f"acme-fault-{mode}".replace("_", "-"))
+    world.oidc_role(
+        f"acme-fault-{mode}".replace("_", "-"),
+        aud="acme-oidc-service",
+        sub=f"tenant:acme:{integration['id']}",
+    )
+    world.standin_admin("POST", "/faults", {"mode": mode, "actions": ["AssumeRoleWithWebIdentity"]})
+    try:
+        report = world.admin(
+            "POST", f"/v1/tenants/acme/integrations/{integration['id']}/test"
+        ).json()
+    finally:
+        world.standin_admin("POST", "/faults", {"mode": "none"})
+    assert report["status"] == "failed"
+    assert code in report["error"]
+    assert fragment in report["error"].lower()
