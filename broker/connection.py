@@ -12,7 +12,7 @@ from typing import Any
 
 from aiobotocore.session import AioSession
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from broker.errors import BrokerError
 from broker.model import AwsCredentials, CredentialRequest
@@ -166,7 +166,7 @@ class ConnectionTester:
             identity = await self._call(
                 credentials, integration.region, "sts", "get_caller_identity", {}
             )
-        except (ClientError, BotoCoreError, TimeoutError) as exc:
+        except Exception as exc:
             return report(status="failed", error=f"GetCallerIdentity failed: {exc}")
         account, arn = identity.get("Account"), identity.get("Arn")
         say(f"  account {account}, {arn}")
@@ -211,7 +211,8 @@ class ConnectionTester:
                 "error",
                 f"{call}: no answer in {PROBE_TIMEOUT.total_seconds():.0f} s",
             )
-        except BotoCoreError as exc:
+        except Exception as exc:
+            # botocore's parser errors are not BotoCoreErrors: any failure is this probe's.
             return CapabilityResult(probe.capability, "error", f"{call}: {type(exc).__name__}")
         return CapabilityResult(probe.capability, "allowed", call)
 

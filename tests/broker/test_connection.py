@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 from moto.server import ThreadedMotoServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from broker.connection import ConnectionReport, ConnectionTester
 from broker.errors import CredentialsRejected
 from broker.setup import Profile
+from broker.standin.serving import ServerThread
 from tests.broker.fakes import FakeSource, integration, request
 from tests.conftest import FakeClock
 
@@ -64,3 +70,55 @@ def test_reports_survive_a_round_trip(clock: FakeClock) -> None:
     """A stored report reads back equal (what GET .../test answers)."""
     report = ConnectionReport("int-1", Profile.ANALYSIS, "active", clock(), account="1" * 12)
     assert ConnectionReport.from_json(report.to_json()) == report
+
+
+def fake_aws() -> Starlette:
+    """Answers GetCallerIdentity, denies CloudWatch Logs (JSON protocol) and EC2 (EC2 query
+    protocol), and fails everything else with a 500."""
+
+    async def endpoint(request: Request) -> Response:
+        target = request.headers.get("x-amz-target", "")
+        form = (await request.body()).decode()
+        if "Action=GetCallerIdentity" in form:
+            return Response(
+                '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+                "<GetCallerIdentityResult><Arn>arn:aws:sts::123456789012:assumed-role/r/s</Arn>"
+                "<UserId>AROA:s</UserId><Account>123456789012</Account>"
+                "</GetCallerIdentityResult><ResponseMetadata><RequestId>1</RequestId>"
+                "</ResponseMetadata></GetCallerIdentityResponse>",
+                media_type="text/xml",
+            )
+        if target.startswith("Logs_"):
+            return Response(
+                json.dumps({"__type": "AccessDeniedException", "message": "no"}),
+                status_code=400,
+                media_type="application/x-amz-json-1.1",
+            )
+        if "Action=DescribeInstances" in form:
+            return Response(
+                "<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>no"
+                "</Message></Error></Errors><RequestID>1</RequestID></Response>",
+                status_code=403,
+                media_type="text/xml",
+            )
+        return Response("boom", status_code=500)
+
+    return Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
+
+
+@pytest.mark.slow
+async def test_capabilities_are_reported_allowed_denied_or_error(clock: FakeClock) -> None:
+    """A refused probe is `denied` (the credentials work, the policy says no); a broken one is
+    `error`; the connection itself is still active."""
+    server = ServerThread(fake_aws(), "127.0.0.1", 0)
+    server.start()
+    try:
+        tester = ConnectionTester(FakeSource(clock), clock=clock, endpoint_url=server.url)
+        report = await tester.test(request(integration()), Profile.INCIDENT)
+    finally:
+        server.stop()
+    statuses = {c.capability: c.status for c in report.capabilities}
+    assert report.status == "active"
+    assert statuses["logs"] == "denied"
+    assert statuses["ec2"] == "denied"
+    assert statuses["ecs"] == "error"

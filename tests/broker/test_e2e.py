@@ -531,11 +531,13 @@ def test_removing_an_integration_revokes_its_sandboxes(world: World) -> None:
     grant = world.sandbox("acme", "temp")
     token = grant["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
     assert world.vend(token).status_code == 200
+    evictions = _metric(world, "warrant_credential_cache_evictions_total")
     removed = world.admin("DELETE", f"/v1/tenants/acme/integrations/{integration['id']}")
     assert removed.status_code == 200
     assert removed.json()["revoked_sandboxes"] == [grant["sandbox_id"]]
     assert "aws:TokenIssueTime" in removed.json()["note"]
     assert world.vend(token).status_code == 401
+    assert _metric(world, "warrant_credential_cache_evictions_total") > evictions
 
 
 def test_metrics_count_exchanges_vends_and_cache(world: World) -> None:
@@ -838,3 +840,49 @@ def test_sts_side_failures_are_diagnosed(world: World, mode: str, code: str, fra
     assert report["status"] == "failed"
     assert code in report["error"]
     assert fragment in report["error"].lower()
+
+
+def _apply_iam(iam: Any, call: str, params: dict[str, Any]) -> Any:
+    """Call an IAM API named in the json format, serializing embedded policy documents."""
+    wire = {k: json.dumps(v) if k.endswith("Document") else v for k, v in params.items()}
+    method = re.sub(r"(?<!^)(?=[A-Z])", "_", call).lower().replace("i_d_", "id_")
+    return getattr(iam, method.replace("open_i_d", "open_id"))(**wire)
+
+
+def test_json_and_cloudformation_setups_connect_accounts(world: World) -> None:
+    """The json documents applied to IAM, and the CloudFormation template deployed, each create
+    a role the broker assumes through the strict stand-in: test connection reports active."""
+    iam = world.iam()
+    as_json = world.integration("acme", "via-json", "acme-via-json")
+    documents = world.admin(
+        "GET", f"/v1/tenants/acme/integrations/{as_json['id']}/setup?format=json"
+    ).json()
+    setup = json.loads(documents["setup"])
+    _apply_iam(iam, "CreatePolicy", setup["policy"]["CreatePolicy"])
+    _apply_iam(iam, "CreateRole", setup["role"]["CreateRole"])
+    for attach in setup["role"]["AttachRolePolicy"]:
+        _apply_iam(iam, "AttachRolePolicy", attach)
+
+    via_cfn = world.integration("acme", "via-cfn", "acme-via-cfn")
+    template = world.admin(
+        "GET", f"/v1/tenants/acme/integrations/{via_cfn['id']}/setup?format=cloudformation"
+    ).json()["setup"]
+    cfn = boto3.client(
+        "cloudformation",
+        endpoint_url=world.standin.endpoint_url,
+        region_name="us-east-1",
+        **SETUP_KEYS,
+    )
+    # The provider already exists in this account (moto also lacks AWS::IAM::OIDCProvider).
+    cfn.create_stack(
+        StackName="warrant-acme-via-cfn",
+        TemplateBody=template,
+        Parameters=[{"ParameterKey": "CreateOidcProvider", "ParameterValue": "false"}],
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+    )
+    for integration in (as_json, via_cfn):
+        report = world.admin(
+            "POST", f"/v1/tenants/acme/integrations/{integration['id']}/test"
+        ).json()
+        assert report["status"] == "active", report
+        assert integration["role_arn"].split("/")[-1] in report["assumed_role_arn"]
