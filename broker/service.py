@@ -293,8 +293,10 @@ class BrokerService:
         # inside the sandbox. The sandbox is revoked at once if it cannot get credentials.
         try:
             await self._source.fetch(self._request(integration, policy, sandbox.id))
-        except BaseException:
+        except BaseException as exc:
             await self._sandboxes.revoke(sandbox.id)
+            if isinstance(exc, CredentialsRejected) and integration.method is Method.OIDC:
+                exc.details["diagnosis"] = self._diagnose(integration)
             raise
         await self._audit.write(
             self._sandbox_event("sandbox.create", sandbox, integration, request_id)

@@ -24,6 +24,8 @@ class IssuerError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # Extra members of the error body, safe to show the caller (e.g. a diagnosis).
+        self.details: dict[str, object] = {}
 
 
 class BadRequest(IssuerError):

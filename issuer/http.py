@@ -101,6 +101,7 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         return error_response(error.status, error.code, message, extra=extra, headers=headers)
     if error.status == 401:
         headers["www-authenticate"] = "Bearer"
+    extra.update(error.details)
     return error_response(error.status, error.code, error.message, extra=extra, headers=headers)
 
 

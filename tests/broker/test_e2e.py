@@ -489,6 +489,8 @@ def test_misconfigured_oidc_integrations_are_explained(
     assert body["error"] == "credentials_rejected"
     assert sts_code in body["message"]
     assert hint.lower() in body["message"].lower()
+    assert body["diagnosis"]["token"]["sub"] == f"tenant:{slug}:{integration['id']}"
+    assert body["diagnosis"]["token"]["aud"] == f"{slug}-oidc-service"
 
 
 def host_trust(external_id: str) -> dict[str, Any]:
