@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -65,7 +65,7 @@ class Settings:
     public_addr: Address
     internal_addr: Address
     data_dir: Path
-    database_url: str
+    database_url: str = field(repr=False)  # may carry a password
     key_alg: Algorithm
     policy: RotationPolicy
     token_default_ttl: timedelta

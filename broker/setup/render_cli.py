@@ -38,6 +38,21 @@ client_ids() {
 """
 
 
+def revoke_sessions_lines(plan: Plan) -> list[str]:
+    """Teardown's first step in every shell-driven format: attach a deny-all conditioned on
+    aws:TokenIssueTime, which cuts off credentials already issued (needs $ROLE_NAME set)."""
+    return [
+        comment(REVOKE_NOTE),
+        "tmp=$(mktemp -d)",
+        "trap 'rm -rf \"$tmp\"' EXIT",
+        "cat > \"$tmp/revoke.json\" <<'JSON'",
+        json.dumps(plan.revoke, indent=2),
+        "JSON",
+        f'aws iam put-role-policy --role-name "$ROLE_NAME" --policy-name {REVOKE_POLICY_NAME} \\',
+        '  --policy-document "file://$tmp/revoke.json"',
+    ]
+
+
 def comment(text: str) -> str:
     words, lines, line = text.split(), [], "#"
     for word in words:

@@ -7,8 +7,8 @@ import json
 import shlex
 from typing import Any
 
-from broker.setup.plan import REVOKE_NOTE, REVOKE_POLICY_NAME, SHARED_PROVIDER_NOTE, Plan
-from broker.setup.render_cli import comment, provider_teardown
+from broker.setup.plan import REVOKE_POLICY_NAME, SHARED_PROVIDER_NOTE, Plan
+from broker.setup.render_cli import provider_teardown, revoke_sessions_lines
 
 __all__ = [
     "CREATE_PROVIDER_PARAMETER",
@@ -131,14 +131,7 @@ def teardown_script(plan: Plan) -> str:
         f"STACK={stack}",
         f"ROLE_NAME={role}",
         "",
-        comment(REVOKE_NOTE),
-        "tmp=$(mktemp -d)",
-        "trap 'rm -rf \"$tmp\"' EXIT",
-        "cat > \"$tmp/revoke.json\" <<'JSON'",
-        json.dumps(plan.revoke, indent=2),
-        "JSON",
-        f'aws iam put-role-policy --role-name "$ROLE_NAME" --policy-name {REVOKE_POLICY_NAME} \\',
-        '  --policy-document "file://$tmp/revoke.json"',
+        *revoke_sessions_lines(plan),
         "# CloudFormation cannot delete a role holding a policy it did not create; deleting the",
         "# role removes every permission its remaining sessions had anyway.",
         f'aws iam delete-role-policy --role-name "$ROLE_NAME" --policy-name {REVOKE_POLICY_NAME}',

@@ -7,8 +7,8 @@ import json
 import shlex
 from typing import Any
 
-from broker.setup.plan import REVOKE_NOTE, REVOKE_POLICY_NAME, SHARED_PROVIDER_NOTE, Plan
-from broker.setup.render_cli import comment, one_line, provider_teardown
+from broker.setup.plan import SHARED_PROVIDER_NOTE, Plan
+from broker.setup.render_cli import comment, one_line, provider_teardown, revoke_sessions_lines
 
 __all__ = ["configuration", "teardown_script"]
 
@@ -161,14 +161,7 @@ def teardown_script(plan: Plan) -> str:
         "",
         f"ROLE_NAME={shlex.quote(plan.role_name)}",
         "",
-        comment(REVOKE_NOTE),
-        "tmp=$(mktemp -d)",
-        "trap 'rm -rf \"$tmp\"' EXIT",
-        "cat > \"$tmp/revoke.json\" <<'JSON'",
-        json.dumps(plan.revoke, indent=2),
-        "JSON",
-        f'aws iam put-role-policy --role-name "$ROLE_NAME" --policy-name {REVOKE_POLICY_NAME} \\',
-        '  --policy-document "file://$tmp/revoke.json"',
+        *revoke_sessions_lines(plan),
     ]
     if plan.provider is not None:
         lines += [

@@ -132,6 +132,27 @@ class World:
             self.secrets.update({response.json()["SecretAccessKey"], response.json()["Token"]})
         return response
 
+    def run_admin_script(self, script: str, directory: Path) -> subprocess.CompletedProcess[str]:
+        """Run a generated setup script as the customer's admin would: the AWS CLI, pointed at
+        the stand-in, with setup credentials. Fails the test if the script fails."""
+        path = directory / "setup.sh"
+        path.write_text(script)
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "HOME": "/nonexistent",
+            "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "AWS_ENDPOINT_URL": self.standin.endpoint_url,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": SETUP_KEYS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": SETUP_KEYS["aws_secret_access_key"],
+        }
+        result = subprocess.run(
+            ["bash", str(path)], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
     def sandbox_env(self, grant: dict[str, Any]) -> dict[str, str]:
         """Only what Warrant handed out, plus the stand-in's STS endpoint (no real AWS here)."""
         return {
@@ -614,22 +635,7 @@ def test_generated_setup_script_connects_an_account(world: World, tmp_path: Path
     assert "cli, json, cloudformation, terraform" in bad.json()["message"]
     served = world.admin("GET", path + "?format=cli")
     assert served.status_code == 200, served.text
-    script = tmp_path / "setup.sh"
-    script.write_text(served.json()["setup"])
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "HOME": "/nonexistent",
-        "AWS_CONFIG_FILE": "/nonexistent",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-        "AWS_ENDPOINT_URL": world.standin.endpoint_url,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": SETUP_KEYS["aws_access_key_id"],
-        "AWS_SECRET_ACCESS_KEY": SETUP_KEYS["aws_secret_access_key"],
-    }
-    result = subprocess.run(
-        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = world.run_admin_script(served.json()["setup"], tmp_path)
     assert integration["role_arn"] in result.stdout
     grant = world.sandbox("acme", "generated")
     lines = run_client(world, grant, duration=0, interval=0)
@@ -751,22 +757,7 @@ def test_generated_instance_role_setup_then_test_connection(world: World, tmp_pa
     assert served.status_code == 200, served.text
     assert integration["external_id"] in served.json()["setup"]
     assert served.json()["our_side"] is not None
-    script = tmp_path / "setup.sh"
-    script.write_text(served.json()["setup"])
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "HOME": "/nonexistent",
-        "AWS_CONFIG_FILE": "/nonexistent",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-        "AWS_ENDPOINT_URL": world.standin.endpoint_url,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": SETUP_KEYS["aws_access_key_id"],
-        "AWS_SECRET_ACCESS_KEY": SETUP_KEYS["aws_secret_access_key"],
-    }
-    result = subprocess.run(
-        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    world.run_admin_script(served.json()["setup"], tmp_path)
     report = world.admin("POST", f"/v1/tenants/acme/integrations/{integration['id']}/test")
     assert report.status_code == 200, report.text
     assert report.json()["status"] == "active", report.json()
