@@ -133,8 +133,12 @@ def test_duration_units(raw: str, seconds: int) -> None:
 
 def test_repr_never_shows_the_database_password(tmp_path: Path) -> None:
     """A database URL may carry a password: the settings' repr leaves it out."""
-    s = Settings.from_env({"WARRANT_ISSUER_URL": "https://oidc.example.com",
-                           "WARRANT_DATA_DIR": str(tmp_path),
-                           "WARRANT_DATABASE_URL": "postgresql+asyncpg://w:s3cret@db/warrant"})
+    s = Settings.from_env(
+        {
+            "WARRANT_ISSUER_URL": "https://oidc.example.com",
+            "WARRANT_DATA_DIR": str(tmp_path),
+            "WARRANT_DATABASE_URL": "postgresql+asyncpg://w:s3cret@db/warrant",
+        }
+    )
     assert "s3cret" not in repr(s)
     assert s.database_url.endswith("@db/warrant")
