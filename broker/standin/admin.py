@@ -3,8 +3,9 @@
 POST   /_standin/principals        {"access_key_id", "arn", ["role_arn",
                                     "secret_access_key", "session_token", "expires_at"]}
 DELETE /_standin/principals/{akid}
-POST   /_standin/faults            {"mode": "none"|"throttle"|"unavailable"|"idp_unreachable",
-                                    "actions": [...]?, "remaining": n|null}
+POST   /_standin/faults            {"mode": "none"|"throttle"|"unavailable"|"idp_unreachable"|
+                                    "jwks_unreachable"|"region_disabled"|"slow",
+                                    "actions": [...]?, "remaining": n|null, "delay": seconds}
 GET    /_standin/faults
 GET    /_standin/stats             {"AssumeRoleWithWebIdentity": {"ok": n, "<Code>": m}, ...}
 POST   /_standin/reset             clears stats, faults and cached IdP documents
@@ -84,14 +85,22 @@ def _plan(body: dict[str, Any]) -> FaultPlan:
     remaining = body.get("remaining")
     if remaining is not None and (isinstance(remaining, bool) or not isinstance(remaining, int)):
         raise _BadInput("remaining must be an integer or null")
+    delay = body.get("delay", 0.0)
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise _BadInput("delay must be a number of seconds")
     try:
-        return FaultPlan.build(str(body.get("mode")), actions, remaining)
+        return FaultPlan.build(str(body.get("mode")), actions, remaining, float(delay))
     except ValueError as exc:
         raise _BadInput(f"bad fault plan: {exc}") from None
 
 
 def _plan_json(plan: FaultPlan) -> dict[str, Any]:
-    return {"mode": plan.mode.value, "actions": sorted(plan.actions), "remaining": plan.remaining}
+    return {
+        "mode": plan.mode.value,
+        "actions": sorted(plan.actions),
+        "remaining": plan.remaining,
+        "delay": plan.delay,
+    }
 
 
 def admin_routes(gate_of: GateGetter) -> list[Route]:

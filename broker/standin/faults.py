@@ -6,6 +6,7 @@
     jwks_unreachable InvalidIdentityToken 400 "Couldn't retrieve verification key ..." (what STS
                      says when our discovery or JWKS cannot be fetched in 5 s)
     region_disabled  RegionDisabledException 403            STS not activated in the region
+    slow             answered as usual, after `delay` seconds (deadlines, draining on shutdown)
 
 A plan applies to the listed actions (by default the two the gate checks), for `remaining`
 matching requests or, when that is None, until replaced.
@@ -40,6 +41,11 @@ class FaultMode(StrEnum):
     IDP_UNREACHABLE = "idp_unreachable"
     JWKS_UNREACHABLE = "jwks_unreachable"
     REGION_DISABLED = "region_disabled"
+    SLOW = "slow"
+
+
+# A slow answer longer than this is a hung test, not a fault worth injecting.
+MAX_DELAY = 60.0
 
 
 _ERRORS: dict[FaultMode, Callable[[], StsError]] = {
@@ -56,18 +62,29 @@ class FaultPlan:
     mode: FaultMode = FaultMode.NONE
     actions: frozenset[str] = DEFAULT_ACTIONS
     remaining: int | None = None
+    delay: float = 0.0  # seconds; only for the slow mode
 
     @classmethod
     def build(
-        cls, mode: str, actions: Iterable[str] | None = None, remaining: int | None = None
+        cls,
+        mode: str,
+        actions: Iterable[str] | None = None,
+        remaining: int | None = None,
+        delay: float = 0.0,
     ) -> FaultPlan:
-        """Raises ValueError for an unknown mode or a negative count."""
+        """Raises ValueError for an unknown mode, a negative count or a bad delay."""
         if remaining is not None and remaining < 0:
             raise ValueError("remaining must be a non-negative integer or null")
+        fault_mode = FaultMode(mode)
+        if fault_mode is FaultMode.SLOW and not 0 < delay <= MAX_DELAY:
+            raise ValueError(f"the slow mode needs a delay between 0 and {MAX_DELAY:g} seconds")
+        if fault_mode is not FaultMode.SLOW and delay:
+            raise ValueError("delay applies only to the slow mode")
         return cls(
-            FaultMode(mode),
+            fault_mode,
             DEFAULT_ACTIONS if actions is None else frozenset(actions),
             remaining,
+            delay,
         )
 
 
@@ -87,8 +104,9 @@ class Faults:
     def clear(self) -> None:
         self.set(FaultPlan())
 
-    def take(self, action: str | None) -> StsError | None:
-        """The error to answer `action` with, if the plan covers it; counts it down."""
+    def take(self, action: str | None) -> StsError | float | None:
+        """The error to answer `action` with, or the seconds to wait before answering it, if
+        the plan covers it; counts it down."""
         with self._lock:
             plan = self._plan
             if plan.mode is FaultMode.NONE or action not in plan.actions:
@@ -98,4 +116,6 @@ class Faults:
                     self._plan = FaultPlan()
                     return None
                 self._plan = replace(plan, remaining=plan.remaining - 1)
+            if plan.mode is FaultMode.SLOW:
+                return plan.delay
             return _ERRORS[plan.mode]()

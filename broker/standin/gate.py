@@ -8,6 +8,7 @@ calls (`POST /`), be correctly signed. Injected faults come first; every outcome
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -108,8 +109,10 @@ class Gate:
 
     async def _dispatch(self, request: IncomingRequest, query: QueryRequest) -> Relayed:
         fault = self.faults.take(query.action)
-        if fault is not None:
+        if isinstance(fault, StsError):
             raise fault
+        if fault is not None:
+            await asyncio.sleep(fault)  # a slow answer, otherwise as usual
         if query.action == ASSUME_ROLE_WITH_WEB_IDENTITY:
             return await self._web_identity(request, query)
         if query.action == ASSUME_ROLE:

@@ -4,6 +4,7 @@ the gate's error responses."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -46,6 +47,20 @@ def test_faults_reach_botocore_as_aws_errors(
     assert (error.code, error.status) == (code, status)
     if mode == "throttle":
         assert error.message == "Rate exceeded"
+
+
+def test_slow_mode_answers_late_but_as_usual(aws: Aws, fake_idp: FakeIdp) -> None:
+    """The slow mode delays the answer by `delay` seconds and changes nothing else."""
+    arn = role(aws, fake_idp)
+    fault(aws, mode="slow", delay=0.4, remaining=1)
+    assert aws.admin("GET", "/faults").json()["delay"] == 0.4
+    started = time.monotonic()
+    answer = web_identity(aws, arn, fake_idp.token())
+    assert time.monotonic() - started >= 0.4
+    assert answer["Credentials"]["AccessKeyId"].startswith("ASIA")
+    started = time.monotonic()
+    web_identity(aws, arn, fake_idp.token())  # the plan covered one request only
+    assert time.monotonic() - started < 0.4
 
 
 def test_throttling_outlasts_botocore_retries(aws: Aws, fake_idp: FakeIdp) -> None:
@@ -121,6 +136,11 @@ def test_reset_clears_stats_and_faults(aws: Aws, fake_idp: FakeIdp) -> None:
         {"mode": "throttle", "remaining": -1},
         {"mode": "throttle", "remaining": True},
         {"mode": "throttle", "actions": "AssumeRole"},
+        {"mode": "throttle", "delay": 1},
+        {"mode": "slow"},
+        {"mode": "slow", "delay": 0},
+        {"mode": "slow", "delay": 61},
+        {"mode": "slow", "delay": "1"},
         ["throttle"],
     ],
 )
