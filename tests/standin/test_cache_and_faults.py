@@ -7,6 +7,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from broker.standin.errors import StsError
 from broker.standin.faults import FaultPlan, Faults
 from broker.standin.idp import cache_lifetime
 
@@ -35,7 +36,7 @@ def test_a_limited_fault_runs_out() -> None:
     faults.set(FaultPlan.build("throttle", ["AssumeRole"], 2))
     assert faults.take("AssumeRoleWithWebIdentity") is None
     first, second = faults.take("AssumeRole"), faults.take("AssumeRole")
-    assert first is not None
+    assert isinstance(first, StsError)
     assert first.code == "Throttling"
     assert second is not None
     assert faults.take("AssumeRole") is None
@@ -48,7 +49,7 @@ def test_an_unlimited_fault_stays() -> None:
     faults.set(FaultPlan.build("unavailable"))
     for _ in range(5):
         error = faults.take("AssumeRoleWithWebIdentity")
-        assert error is not None
+        assert isinstance(error, StsError)
         assert error.status == 503
     faults.clear()
     assert faults.take("AssumeRoleWithWebIdentity") is None
