@@ -15,12 +15,20 @@ def ready_banner(runtime: WarrantRuntime) -> str:
     scheme = "https" if bs.internal_tls else "http"
     internal = f"{scheme}://{s.internal_addr}"
     warrant = sys.argv[0]
+    grpc = "off (WARRANT_GRPC_ADDR=off)"
+    grpc_hint = ""
+    if bs.grpc is not None:
+        security = "mTLS" if bs.grpc.client_ca else "TLS" if bs.grpc.tls else "plaintext"
+        grpc = f"{bs.grpc.addr}   warrant.v1.CredentialBroker, health, reflection ({security})"
+        if security == "plaintext":
+            grpc_hint = f"\n  grpcurl -plaintext {bs.grpc.addr} list"
     return f"""\
 Warrant is serving.
   issuer     {s.issuer_url}
   public     http://{s.public_addr}   discovery + JWKS (the only listener to expose)
   internal   {internal}   minting, tenants, keys, integrations, sandboxes, /metrics
   sandbox    {bs.sandbox_url}   credentials for sandboxes, nothing else
+  grpc       {grpc}
   admin key  {admin}
   agent key  {agent}
   audit log  {s.audit_path}
@@ -30,5 +38,5 @@ Try next:
        -d '{{"slug": "acme", "name": "Acme Corp"}}'
   curl -s -X POST {internal}/v1/tokens -H "Authorization: Bearer $(cat {agent})" \\
        -d '{{"tenant": "acme", "subject": "agent-1"}}'
-  {warrant} keys list
+  {warrant} keys list{grpc_hint}
 Stop with Ctrl-C."""

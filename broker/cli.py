@@ -48,6 +48,7 @@ async def serve_command(obj: CliContext) -> None:
     try:
         await serve(
             runtime.listeners(),
+            services=runtime.services(),
             background=runtime.run_background,
             on_ready=lambda: click.echo(ready_banner(runtime)),
         )

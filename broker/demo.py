@@ -61,7 +61,12 @@ async def run_demo(
             await runtime.run_background()
 
         try:
-            await serve(runtime.listeners(), background=background, on_ready=on_ready)
+            await serve(
+                runtime.listeners(),
+                services=runtime.services(),
+                background=background,
+                on_ready=on_ready,
+            )
         finally:
             await runtime.close()
 

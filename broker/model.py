@@ -84,3 +84,9 @@ class Sandbox:
 
     def live(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.expires_at
+
+    def status(self, now: datetime) -> str:
+        """active | expired | revoked, as both APIs show it."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "active" if now < self.expires_at else "expired"

@@ -1,7 +1,7 @@
 """The composition root: builds the issuer and the broker from settings and joins them.
 
 Nothing happens at import time. `WarrantRuntime.open(...)` connects and loads everything;
-`listeners()` says what to serve; `close()` releases every client and file.
+`listeners()` and `services()` say what to serve; `close()` releases every client and file.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from starlette.applications import Starlette
 from broker.cache import CachedSource
 from broker.connection import ConnectionTester
 from broker.connection_store import SqlConnectionStore
+from broker.delivery.grpc_api import CredentialBrokerServicer
+from broker.delivery.grpc_server import GrpcServer
 from broker.delivery.http import BrokerApi, create_sandbox_app
 from broker.imds import ImdsClient
 from broker.integrations import SqlIntegrationStore
@@ -33,7 +35,7 @@ from issuer.app import create_internal_app
 from issuer.audit import AuditLog
 from issuer.minting import TokenMinter
 from issuer.runtime import IssuerRuntime, utc_now
-from issuer.server import Listener
+from issuer.server import Listener, Service
 from issuer.settings import Settings
 
 # IMDS answers in microseconds on a healthy instance; a slow IMDS is a broken one.
@@ -59,6 +61,7 @@ class WarrantRuntime:
     audit: AuditLog
     internal_app: Starlette
     sandbox_app: Starlette
+    grpc_server: GrpcServer | None
     _sts: StsClients
     _imds_http: httpx.AsyncClient
 
@@ -106,6 +109,16 @@ class WarrantRuntime:
         )
         issuer.metrics.registry.register(CacheCollector(cache))
         api = BrokerApi(auth=issuer.authenticator, service=service, clock=clock)
+        grpc_server = None
+        if bs.grpc is not None:
+            servicer = CredentialBrokerServicer(
+                auth=issuer.authenticator,
+                minter=issuer.minter,
+                service=service,
+                metrics=issuer.metrics,
+                clock=clock,
+            )
+            grpc_server = GrpcServer(servicer, bs.grpc)
         return cls(
             issuer=issuer,
             broker_settings=bs,
@@ -114,6 +127,7 @@ class WarrantRuntime:
             audit=audit,
             internal_app=create_internal_app(issuer.api, issuer.metrics, api.routes()),
             sandbox_app=create_sandbox_app(service, issuer.metrics),
+            grpc_server=grpc_server,
             _sts=sts,
             _imds_http=imds_http,
         )
@@ -121,7 +135,13 @@ class WarrantRuntime:
     def listeners(self) -> list[Listener]:
         s, bs = self.issuer.settings, self.broker_settings
         return [
-            Listener("public", self.issuer.public_app, s.public_addr, "WARRANT_PUBLIC_ADDR"),
+            Listener(
+                "public",
+                self.issuer.public_app,
+                s.public_addr,
+                "WARRANT_PUBLIC_ADDR",
+                stop_last=True,
+            ),
             Listener(
                 "internal",
                 self.internal_app,
@@ -137,6 +157,10 @@ class WarrantRuntime:
                 tls=bs.sandbox_tls,
             ),
         ]
+
+    def services(self) -> list[Service]:
+        """Non-ASGI listeners: the gRPC API unless WARRANT_GRPC_ADDR=off."""
+        return [] if self.grpc_server is None else [self.grpc_server]
 
     async def run_background(self) -> None:
         await self.issuer.run_background()

@@ -314,8 +314,9 @@ class BrokerService:
     async def _create_env_sandbox(
         self, integration: Integration, ttl: int, policy: str | None, request_id: str | None
     ) -> SandboxGrant:
-        """Static variables, as today's agent products do. They are never refreshed, so the
-        sandbox lives no longer than the credentials."""
+        """Static variables, as today's agent products do. They are never refreshed: the
+        grant's credentials_expire_at says when they stop working, which may be before the
+        sandbox itself expires."""
         sandbox, _ = await self._sandboxes.create(
             tenant=integration.tenant,
             integration_id=integration.id,

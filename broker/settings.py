@@ -30,6 +30,12 @@ MIN_SANDBOX_TTL = timedelta(minutes=1)
 SANDBOX_AUTH_CACHE_TTL = timedelta(seconds=2)
 # Hosts AWS SDKs accept for AWS_CONTAINER_CREDENTIALS_FULL_URI over plain http (botocore's
 # ContainerMetadataFetcher; the Rust and JS SDKs agree). Anything else needs https.
+# The other listeners' settings and defaults, which the gRPC address must not collide with.
+LISTENER_DEFAULTS = {
+    "WARRANT_PUBLIC_ADDR": "127.0.0.1:8080",
+    "WARRANT_INTERNAL_ADDR": "127.0.0.1:8081",
+    "WARRANT_SANDBOX_ADDR": "127.0.0.1:8083",
+}
 SDK_HTTP_HOSTS = frozenset({"localhost", "169.254.170.2", "169.254.170.23", "fd00:ec2::23"})
 
 
@@ -46,6 +52,7 @@ class BrokerSettings:
     sandbox_max_ttl: timedelta
     internal_tls: TlsFiles | None
     sandbox_tls: TlsFiles | None
+    grpc: GrpcSettings | None = None  # None: WARRANT_GRPC_ADDR=off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, data_dir: Path) -> BrokerSettings:
@@ -97,7 +104,40 @@ class BrokerSettings:
             sandbox_max_ttl=max_ttl,
             internal_tls=_tls(env, "WARRANT_INTERNAL_TLS_CERT", "WARRANT_INTERNAL_TLS_KEY"),
             sandbox_tls=sandbox_tls,
+            grpc=GrpcSettings.from_env(env),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcSettings:
+    """The gRPC API on its own internal address (agents and operators, like the internal
+    listener); optional TLS, and mTLS when a client CA is given."""
+
+    addr: Address
+    tls: TlsFiles | None
+    client_ca: Path | None  # set: clients must present a certificate signed by this CA
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GrpcSettings | None:
+        if env.get("WARRANT_GRPC_ADDR", "").strip().lower() == "off":
+            return None
+        addr = parse_address(env, "WARRANT_GRPC_ADDR", "127.0.0.1:8082")
+        for other, default in LISTENER_DEFAULTS.items():
+            if parse_address(env, other, default) == addr:
+                raise ConfigError(f"WARRANT_GRPC_ADDR and {other} must differ (both {addr})")
+        tls = _tls(env, "WARRANT_GRPC_TLS_CERT", "WARRANT_GRPC_TLS_KEY")
+        ca_value = env.get("WARRANT_GRPC_TLS_CLIENT_CA") or None
+        client_ca = None
+        if ca_value is not None:
+            if tls is None:
+                raise ConfigError(
+                    "WARRANT_GRPC_TLS_CLIENT_CA (mTLS) needs WARRANT_GRPC_TLS_CERT and "
+                    "WARRANT_GRPC_TLS_KEY: the server must present a certificate too"
+                )
+            client_ca = Path(ca_value)
+            if not client_ca.is_file():
+                raise ConfigError(f"WARRANT_GRPC_TLS_CLIENT_CA={ca_value!r}: no such file")
+        return cls(addr, tls, client_ca)
 
 
 def validate_sandbox_url(url: str) -> None:

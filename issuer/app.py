@@ -209,7 +209,7 @@ class InternalApi:
             optional_str(body, "subject"),
             optional_int(body, "ttl_seconds"),
         )
-        self._metrics.tokens_minted.labels(self._keyring.signer().alg.value).inc()
+        self._metrics.tokens_minted.labels(minted.alg).inc()
         answer = {"token": minted.token, "expires_at": iso(minted.expires_at), "kid": minted.kid}
         return JsonAnswer(json.dumps(answer, separators=(",", ":")).encode())
 

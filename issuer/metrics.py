@@ -32,6 +32,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.grpc_requests = Counter(
+            "warrant_grpc_requests",
+            "gRPC calls by method and status code",
+            ("method", "code"),
+            registry=self.registry,
+        )
+        self.grpc_latency = Histogram(
+            "warrant_grpc_request_duration_seconds",
+            "gRPC call latency",
+            ("method",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.tokens_minted = Counter(
             "warrant_tokens_minted",
             "Tokens minted, by signing algorithm",

@@ -31,6 +31,7 @@ class MintedToken:
     kid: str
     subject: str
     audience: str
+    alg: str
 
 
 def b64url(data: bytes) -> str:
@@ -108,6 +109,7 @@ class TokenMinter:
             kid=signer.kid,
             subject=sub,
             audience=audience,
+            alg=signer.alg.value,
         )
 
     def _header(self, kid: str, alg: str) -> str:

@@ -14,7 +14,7 @@ import signal
 import socket
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -37,6 +37,21 @@ class Listener:
     address: Address
     setting: str
     tls: TlsFiles | None = None
+    # Stops only after every other listener has drained: the public listener keeps serving
+    # JWKS to STS while in-flight exchanges on the other listeners finish.
+    stop_last: bool = False
+
+
+class Service(Protocol):
+    """A server that is not ASGI (the gRPC listener), run alongside the HTTP listeners."""
+
+    async def start(self) -> None:
+        """Bind and serve; raise ConfigError naming the setting when it cannot."""
+        ...
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls; give in-flight ones `grace` seconds."""
+        ...
 
 
 class _Server(uvicorn.Server):
@@ -81,9 +96,46 @@ def bind(address: Address, setting: str) -> socket.socket:
     return sock
 
 
+async def _drain(
+    listeners: Sequence[Listener],
+    servers: Sequence[_Server],
+    tasks: Sequence[asyncio.Task[None]],
+    services: Sequence[Service],
+) -> None:
+    """Stop in two waves: first every listener and service but the `stop_last` ones, waiting
+    for their in-flight requests; then the rest."""
+    for wave in (False, True):
+        chosen = [i for i, listener in enumerate(listeners) if listener.stop_last is wave]
+        for i in chosen:
+            servers[i].should_exit = True
+        await asyncio.gather(
+            *(tasks[i] for i in chosen),
+            *(
+                service.stop(GRACEFUL_SHUTDOWN_SECONDS)
+                for service in (services if not wave else ())
+            ),
+            return_exceptions=True,
+        )
+
+
+async def _start_all(services: Sequence[Service]) -> list[Service]:
+    """Start each service; if one cannot, stop those already started and re-raise."""
+    started: list[Service] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+    except BaseException:
+        for service in started:
+            await service.stop(0)
+        raise
+    return started
+
+
 async def serve(
     listeners: Sequence[Listener],
     *,
+    services: Sequence[Service] = (),
     background: Callable[[], Coroutine[Any, Any, None]] | None = None,
     on_ready: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
@@ -91,6 +143,12 @@ async def serve(
     """Bind every listener first (a taken port fails before anything serves), then serve until
     SIGINT/SIGTERM or `stop` is set, then drain all of them."""
     sockets = [bind(listener.address, listener.setting) for listener in listeners]
+    try:
+        started = await _start_all(services)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     # Everything loaded so far lives as long as the process: move it out of the collector's
     # reach, or full collections over it pause every listener (measured: ~45 ms, up to 117 ms).
     gc.collect()
@@ -119,9 +177,7 @@ async def serve(
         await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
     finally:
-        for server in servers:
-            server.should_exit = True
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _drain(listeners, servers, tasks, started)
         if extra is not None:
             extra.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -54,6 +54,7 @@ class RunningWarrant:
     data_dir: Path
     sandbox_url: str
     log_dir: Path
+    grpc_target: str  # host:port of the gRPC API
 
     def logs(self) -> str:
         """Everything the server printed so far (stdout and stderr)."""
@@ -92,6 +93,7 @@ def running_warrant(data_dir: Path, **extra: str) -> Iterator[RunningWarrant]:
     drain and exit 0."""
     public, internal = free_port(), free_port()
     extra.setdefault("WARRANT_SANDBOX_ADDR", f"127.0.0.1:{free_port()}")
+    extra.setdefault("WARRANT_GRPC_ADDR", f"127.0.0.1:{free_port()}")
     env = base_env(
         data_dir,
         WARRANT_DEV="1",
@@ -115,6 +117,7 @@ def running_warrant(data_dir: Path, **extra: str) -> Iterator[RunningWarrant]:
         data_dir,
         f"{sandbox_scheme}://{extra['WARRANT_SANDBOX_ADDR']}/v1/credentials",
         log_dir,
+        extra["WARRANT_GRPC_ADDR"],
     )
     try:
         ca = extra.get("WARRANT_INTERNAL_TLS_CERT")

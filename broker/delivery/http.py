@@ -55,6 +55,10 @@ INTEGRATION_FIELDS = frozenset(
     }
 )
 SANDBOX_FIELDS = frozenset({"tenant", "integration", "ttl_seconds", "session_policy", "delivery"})
+ENV_DELIVERY_NOTE = (
+    "env delivery is static: these credentials are never refreshed; "
+    "use delivery 'container' for sandboxes that outlive them"
+)
 DISCONNECT_NOTE = (
     "STS credentials already issued stay valid until they expire (at most the session "
     "duration). To cut them off now, attach a deny-all policy to the role with the condition "
@@ -81,19 +85,12 @@ def integration_json(integration: Integration) -> dict[str, Any]:
 
 
 def sandbox_json(sandbox: Sandbox, now: datetime) -> dict[str, Any]:
-    status = (
-        "revoked"
-        if sandbox.revoked_at is not None
-        else "active"
-        if sandbox.live(now)
-        else "expired"
-    )
     return {
         "sandbox_id": sandbox.id,
         "tenant": sandbox.tenant,
         "integration": sandbox.integration_id,
         "delivery": sandbox.delivery.value,
-        "status": status,
+        "status": sandbox.status(now),
         "created_at": iso(sandbox.created_at),
         "expires_at": iso(sandbox.expires_at),
         "revoked_at": iso(sandbox.revoked_at),
@@ -264,10 +261,7 @@ class BrokerApi:
         }
         if grant.credentials_expire_at is not None:
             payload["credentials_expire_at"] = iso(grant.credentials_expire_at)
-            payload["note"] = (
-                "env delivery is static: these credentials are never refreshed; "
-                "use delivery 'container' for sandboxes that outlive them"
-            )
+            payload["note"] = ENV_DELIVERY_NOTE
         response = JSONResponse(payload, status_code=201)
         response.headers["cache-control"] = "no-store"
         return response

@@ -26,6 +26,7 @@ def test_demo_prints_a_working_aws_cli_command(tmp_path: Path) -> None:
         WARRANT_PUBLIC_ADDR=f"127.0.0.1:{free_port()}",
         WARRANT_INTERNAL_ADDR=f"127.0.0.1:{free_port()}",
         WARRANT_SANDBOX_ADDR=f"127.0.0.1:{free_port()}",
+        WARRANT_GRPC_ADDR=f"127.0.0.1:{free_port()}",
         WARRANT_DEMO_STS_ADDR=f"127.0.0.1:{free_port()}",
     )
     out = tmp_path / "demo.out"

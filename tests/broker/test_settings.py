@@ -67,12 +67,38 @@ def test_urls_sdks_refuse_are_refused_here(url: str) -> None:
         ({"WARRANT_STS_ENDPOINT": "sts.local"}, "WARRANT_STS_ENDPOINT"),
         ({"WARRANT_SANDBOX_DEFAULT_TTL": "2d"}, "WARRANT_SANDBOX_DEFAULT_TTL"),
         ({"WARRANT_SANDBOX_ADDR": "nowhere"}, "WARRANT_SANDBOX_ADDR"),
+        ({"WARRANT_GRPC_ADDR": "8082"}, "WARRANT_GRPC_ADDR"),
+        ({"WARRANT_GRPC_ADDR": "127.0.0.1:8081"}, "WARRANT_INTERNAL_ADDR"),
+        (
+            {"WARRANT_GRPC_ADDR": "127.0.0.1:9000", "WARRANT_SANDBOX_ADDR": "127.0.0.1:9000"},
+            "WARRANT_SANDBOX_ADDR",
+        ),
+        ({"WARRANT_GRPC_TLS_KEY": "/etc/hostname"}, "WARRANT_GRPC_TLS_CERT"),
+        ({"WARRANT_GRPC_TLS_CLIENT_CA": "/etc/hostname"}, "WARRANT_GRPC_TLS_CERT"),
     ],
 )
 def test_bad_settings_name_the_variable(tmp_path: Path, env: dict[str, str], variable: str) -> None:
     """Contradictory or malformed broker settings fail at startup naming the variable."""
     with pytest.raises(ConfigError, match=variable):
         settings(tmp_path, **env)
+
+
+def test_grpc_defaults_and_off(tmp_path: Path) -> None:
+    """gRPC listens on 127.0.0.1:8082 in plaintext by default; WARRANT_GRPC_ADDR=off disables
+    it; a client CA turns on mTLS and must exist."""
+    grpc = settings(tmp_path).grpc
+    assert grpc is not None
+    assert (str(grpc.addr), grpc.tls, grpc.client_ca) == ("127.0.0.1:8082", None, None)
+    assert settings(tmp_path, WARRANT_GRPC_ADDR="off").grpc is None
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    tls = {"WARRANT_GRPC_TLS_CERT": str(cert), "WARRANT_GRPC_TLS_KEY": str(key)}
+    mtls = settings(tmp_path, WARRANT_GRPC_TLS_CLIENT_CA=str(cert), **tls).grpc
+    assert mtls is not None
+    assert mtls.client_ca == cert
+    with pytest.raises(ConfigError, match="WARRANT_GRPC_TLS_CLIENT_CA"):
+        settings(tmp_path, WARRANT_GRPC_TLS_CLIENT_CA=str(tmp_path / "none.pem"), **tls)
 
 
 def test_tls_makes_the_default_sandbox_url_https(tmp_path: Path) -> None:
