@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -80,6 +80,9 @@ PROBES: dict[Profile, tuple[Probe, ...]] = {
 }
 
 
+TESTED_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # stored and shown in UTC
+
+
 @dataclass(frozen=True, slots=True)
 class CapabilityResult:
     capability: str
@@ -104,7 +107,7 @@ class ConnectionReport:
             "integration": self.integration_id,
             "profile": self.profile.value,
             "status": self.status,
-            "tested_at": self.tested_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tested_at": self.tested_at.astimezone(UTC).strftime(TESTED_AT_FORMAT),
             "account": self.account,
             "assumed_role_arn": self.assumed_role_arn,
             "error": self.error,
@@ -121,9 +124,9 @@ class ConnectionReport:
             integration_id=value["integration"],
             profile=Profile(value["profile"]),
             status=value["status"],
-            tested_at=datetime.strptime(value["tested_at"], "%Y-%m-%dT%H:%M:%SZ")
-            .replace(tzinfo=datetime.now().astimezone().tzinfo)
-            .astimezone(),
+            tested_at=datetime.strptime(value["tested_at"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=UTC
+            ),
             account=value.get("account"),
             assumed_role_arn=value.get("assumed_role_arn"),
             error=value.get("error"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import UTC
 
 import pytest
 from moto.server import ThreadedMotoServer
@@ -66,10 +68,22 @@ async def test_credentials_from_another_account_fail_naming_both(
     assert any("GetCallerIdentity" in step for step in steps)
 
 
-def test_reports_survive_a_round_trip(clock: FakeClock) -> None:
-    """A stored report reads back equal (what GET .../test answers)."""
-    report = ConnectionReport("int-1", Profile.ANALYSIS, "active", clock(), account="1" * 12)
-    assert ConnectionReport.from_json(report.to_json()) == report
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_reports_survive_a_round_trip(
+    clock: FakeClock, zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored report reads back equal (what GET .../test answers), whatever the machine's
+    time zone: the stored time is UTC and read back as UTC."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        report = ConnectionReport("int-1", Profile.ANALYSIS, "active", clock(), account="1" * 12)
+        stored = report.to_json()
+        assert stored["tested_at"] == clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert ConnectionReport.from_json(stored) == report
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def fake_aws() -> Starlette:
