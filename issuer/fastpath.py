@@ -8,7 +8,6 @@ Starlette's request/response objects cost about a third of a mint's non-signing 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from issuer.errors import BadRequest
 from issuer.http import MAX_BODY_BYTES, check_declared_length
+from issuer.logs import bind_request_id
 
 _JSON = (b"content-type", b"application/json")
 
@@ -33,11 +33,7 @@ class RawRequest:
     @property
     def request_id(self) -> str:
         """The id that ties this request's log lines, audit record and any error together."""
-        rid = self.scope.get("warrant.request_id")
-        if not isinstance(rid, str):
-            rid = secrets.token_hex(8)
-            self.scope["warrant.request_id"] = rid
-        return rid
+        return bind_request_id(self.scope)
 
     async def body(self) -> bytes:
         check_declared_length(self.header(b"content-length"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from issuer.errors import BadRequest, Conflict, IssuerError, NotFound, Unavailable
+from issuer.logs import bind_request_id
 from keys.errors import KeysError, KeyStoreLocked, RotationRefused, UnknownKey
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 def request_id(request: Request) -> str:
-    rid = request.scope.get("warrant.request_id")
-    if not isinstance(rid, str):
-        rid = secrets.token_hex(8)
-        request.scope["warrant.request_id"] = rid
-    return rid
+    return bind_request_id(request.scope)
 
 
 def error_response(

@@ -28,6 +28,7 @@ from broker.setup import Profile
 from issuer.apikeys import Role
 from issuer.auth import Authenticator
 from issuer.errors import BadRequest
+from issuer.logs import REQUEST_ID
 from issuer.metrics import Metrics
 from issuer.minting import TokenMinter
 
@@ -137,6 +138,7 @@ class CredentialBrokerServicer(pb_grpc.CredentialBrokerServicer):
         sanitize: bool = False,
     ) -> T:
         rid = secrets.token_hex(8)
+        REQUEST_ID.set(rid)  # every call runs in its own task
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
