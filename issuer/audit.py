@@ -259,3 +259,22 @@ def _rfc3339(moment: datetime) -> str:
 
 def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+class CountedAuditLog:
+    """An AuditLog that counts the writes that failed (`on_failure`), for an alert: every such
+    failure is a request refused because its record could not be made durable."""
+
+    def __init__(self, inner: AuditLog, on_failure: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_failure = on_failure
+
+    async def write(self, event: AuditEvent, *, now: datetime | None = None) -> None:
+        try:
+            await self._inner.write(event, now=now)
+        except AuditUnavailable:
+            self._on_failure()
+            raise
+
+    async def close(self) -> None:
+        await self._inner.close()

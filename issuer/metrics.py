@@ -45,6 +45,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.audit_failures = Counter(
+            "warrant_audit_write_failures",
+            "Audit records that could not be made durable (each refused what it would record)",
+            registry=self.registry,
+        )
         self.tokens_minted = Counter(
             "warrant_tokens_minted",
             "Tokens minted, by signing algorithm",

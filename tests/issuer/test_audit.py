@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from issuer.audit import AuditEvent, AuditLog, AuditUnavailable, FileAuditLog, render
+from issuer.audit import (
+    AuditEvent,
+    AuditLog,
+    AuditUnavailable,
+    CountedAuditLog,
+    FileAuditLog,
+    render,
+)
 from issuer.errors import Unavailable
 from tests.issuer.conftest import Clock
 
@@ -227,6 +234,26 @@ async def test_unwritable_path_fails_closed(tmp_path: Path, clock: Clock) -> Non
         f"audit log unwritable: {path}: Is a directory; "
         f"credentials are not issued without an audit record"
     )
+
+
+async def test_failed_writes_are_counted(tmp_path: Path, clock: Clock) -> None:
+    """CountedAuditLog reports each failed write (the metric an operator alerts on) and still
+    raises it; successful writes are not counted."""
+    failures: list[None] = []
+    broken = tmp_path / "broken.log"
+    broken.mkdir()
+    audit = CountedAuditLog(FileAuditLog(broken, clock), lambda: failures.append(None))
+    for _ in range(3):
+        with pytest.raises(AuditUnavailable):
+            await audit.write(FULL)
+    await audit.close()
+    assert len(failures) == 3
+    working = CountedAuditLog(
+        FileAuditLog(tmp_path / "ok.log", clock), lambda: failures.append(None)
+    )
+    await working.write(FULL)
+    await working.close()
+    assert len(failures) == 3
 
 
 async def test_path_under_proc_fails_closed(clock: Clock) -> None:
