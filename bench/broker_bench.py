@@ -5,6 +5,10 @@ vend                  req/s of GET /v1/credentials on the sandbox listener (sand
                       header. Every vend appends an fsynced audit record (group commit) by design.
 vend p99 @ half load  p99 latency at half the measured vend rate, held by the open-loop
                       generator (latency from each request's due time).
+grpc GetCredentials   RPC/s of warrant.v1.CredentialBroker/GetCredentials (sandbox token in the
+                      `authorization` metadata, session cached) ÷ RPC/s of the bare gRPC server
+                      (bench.bare_grpc, a fixed answer), both loaded by bench.grpcload; the HTTP
+                      vend req/s of the same session is shown beside it.
 cold                  median of POST /v1/sandboxes on fresh integrations (the broker mints, calls
                       AssumeRoleWithWebIdentity at the stand-in, stores the sandbox, audits)
                       minus the median of the same exchange done directly (POST /v1/tokens, then
@@ -16,17 +20,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
+import grpc
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bench.cpustat import Interference
 from bench.errors import BenchError
+from bench.grpcload import GET_CREDENTIALS
 from bench.latency import LatencyRun
-from bench.loadgen import HttpRequest
+from bench.loadgen import GrpcCall, HttpRequest, LoadResult
 from bench.registry import Benchmark, Session
 from bench.report import Figure
+from bench.servers import Warrant
 from bench.world import BrokerWorld, IntegrationRef, checked
+from broker.rpc.v1 import credential_broker_pb2 as pb
+from broker.rpc.v1 import credential_broker_pb2_grpc as pb_grpc
 
 __all__ = ["BENCHMARKS"]
 
@@ -34,6 +44,9 @@ VEND_TARGET = 0.8  # vend ÷ bare GET
 VEND_P99_TARGET_MS = 5.0  # at half the measured vend rate
 COLD_TARGET_MS = 2.0  # median cold exchange - median direct exchange
 COLD_SAMPLES = 30  # fresh integrations (each with its own role) per attempt
+GRPC_TARGET = 0.8  # GetCredentials ÷ bare gRPC: our own target, the same as HTTP vend's
+VEND_RUN = "vend"  # the HTTP vend load run, shown beside the gRPC figure
+WARM_CALL_TIMEOUT = timedelta(seconds=10)
 
 
 def vend(session: Session) -> list[Figure]:
@@ -47,7 +60,7 @@ def vend(session: Session) -> list[Figure]:
         raise BenchError(f"GET /v1/credentials answered without credentials: {list(credentials)}")
     request = HttpRequest(warrant.sandbox_url, headers={"Authorization": token})
     bare = session.baseline(request, name="bare GET +Authorization")
-    run = session.load("vend", request, warrant.server)
+    run = session.load(VEND_RUN, request, warrant.server)
     throughput = Figure(
         name="vend",
         measured=run.requests_per_second,
@@ -89,6 +102,78 @@ def vend(session: Session) -> list[Figure]:
         ),
     )
     return [throughput, latency]
+
+
+def grpc_vend(session: Session) -> list[Figure]:
+    world = session.broker()
+    warrant = world.warrant
+    token = _sandbox_token(world, world.integration("grpc"))
+    # One call first, as for vend: the sandbox's authentication and the integration are cached.
+    credentials = _get_credentials(warrant, token)
+    if not credentials.access_key_id.startswith("ASIA"):
+        raise BenchError("GetCredentials answered without credentials")
+    call = GrpcCall(warrant.grpc_target, GET_CREDENTIALS, authorization=token)
+    bare = session.grpc_baseline(call, name="bare gRPC +authorization")
+    run = session.load_grpc("grpc GetCredentials", call, warrant.server)
+    return [
+        Figure(
+            name="grpc GetCredentials",
+            measured=run.requests_per_second,
+            baseline=bare.requests_per_second,
+            baseline_label="bare gRPC",
+            target=GRPC_TARGET,
+            errors=run.errors + bare.errors,
+            others_pct=_worst(run.interference, bare.interference),
+            note=_grpc_note(run, bare, _run_named(session, VEND_RUN)),
+        )
+    ]
+
+
+def _grpc_note(run: LoadResult, bare: LoadResult, http: LoadResult | None) -> str:
+    generator, bare_generator = run.generator or {}, bare.generator or {}
+    beside = (
+        f"HTTP vend in this run: {http.requests_per_second:,.0f} req/s (GET /v1/credentials, "
+        f"wrk), so gRPC serves {run.requests_per_second / http.requests_per_second:.2f}x "
+        "the HTTP rate"
+        if http is not None and http.requests_per_second > 0
+        else "HTTP vend not measured in this run (add vend: --only vend,grpc)"
+    )
+    return (
+        f"{beside}. warrant.v1.CredentialBroker/GetCredentials on the gRPC listener, cache "
+        "hit, sandbox token as the `authorization` metadata; the bare server "
+        "(bench.bare_grpc: grpc.aio on uvloop with Warrant's server options) answers a fixed "
+        "Credentials message and reads nothing. Each call durably appends an audit record, as "
+        f"a vend does. Target {GRPC_TARGET:g} is our own, as for HTTP vend. Load: "
+        f"bench.grpcload (grpc.aio, closed loop) pinned to the wrk CPU, "
+        f"{generator.get('concurrency', 0):g} calls in flight on "
+        f"{generator.get('channels', 0):g} channels; generator busy "
+        f"{generator.get('busy_pct', 0.0):g}% of its CPU against Warrant, "
+        f"{bare_generator.get('busy_pct', 0.0):g}% against the bare server (near 100: the "
+        "generator, not the server, set the rate)"
+    )
+
+
+def _run_named(session: Session, name: str) -> LoadResult | None:
+    return next((run for run in session.runs if run.name == name), None)
+
+
+def _get_credentials(warrant: Warrant, token: str) -> pb.Credentials:
+    """One GetCredentials call over a fresh channel; BenchError (with the server's stderr) when
+    it fails."""
+    with grpc.insecure_channel(warrant.grpc_target) as channel:
+        try:
+            answer: pb.Credentials = pb_grpc.CredentialBrokerStub(channel).GetCredentials(
+                pb.GetCredentialsRequest(),
+                metadata=(("authorization", token),),
+                timeout=WARM_CALL_TIMEOUT.total_seconds(),
+            )
+        except grpc.RpcError as exc:
+            raise BenchError(
+                f"GetCredentials at {warrant.grpc_target} failed: {exc.code().name}: "
+                f"{exc.details()}\n"
+                f"{warrant.server.stderr_tail()}"
+            ) from exc
+    return answer
 
 
 @dataclass
@@ -232,6 +317,11 @@ BENCHMARKS = (
         "vend",
         "GET /v1/credentials (cached) ÷ the bare app; p99 at half that rate (open loop)",
         vend,
+    ),
+    Benchmark(
+        "grpc",
+        "GetCredentials RPC (cached) ÷ the bare gRPC server, beside the HTTP vend req/s",
+        grpc_vend,
     ),
     Benchmark(
         "cold",

@@ -2,7 +2,8 @@
 
 wrk is not our code, so a slow client can never be mistaken for a slow server. It counts every
 response with a status above 399 and every socket error; a run with any of them is not a
-measurement of the happy path, and says so.
+measurement of the happy path, and says so. gRPC, which wrk cannot speak, is loaded by
+`bench.grpcload` (GrpcLoad), whose errors are counted by status code.
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ from pathlib import Path
 
 from bench.cpustat import Interference
 from bench.errors import BenchError
+from bench.grpcload import TOKEN_ENV
 from bench.machine import child_setup
 
 __all__ = [
+    "GrpcCall",
+    "GrpcLoad",
     "HttpRequest",
     "LoadResult",
     "OpenLoop",
     "Wrk",
     "WrkMissing",
     "lua_script",
+    "parse_grpc_load_output",
     "parse_open_loop_output",
     "parse_wrk_output",
 ]
@@ -83,7 +88,8 @@ class LoadResult:
     p90_ms: float
     p99_ms: float
     bad_status: int  # responses with a status above 399
-    socket_errors: Mapping[str, int]  # connect, read, write, timeout
+    # connect, read, write, timeout; for a gRPC run, failed calls by status code name
+    socket_errors: Mapping[str, int]
     interference: Interference | None = None  # others' use of the pinned CPUs meanwhile
     offered_rps: float | None = None  # the fixed rate of an open-loop run; None for wrk
     generator: Mapping[str, float] | None = None  # the open-loop generator's own health
@@ -300,3 +306,102 @@ def parse_open_loop_output(name: str, request: HttpRequest, output: str) -> Load
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BenchError(f"cannot read the open-loop report for {name}:\n{output}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcCall:
+    """One unary gRPC call that every in-flight slot makes, over and over: an empty request
+    message (as GetCredentialsRequest is) with `authorization` metadata."""
+
+    target: str  # host:port, plaintext
+    method: str  # /package.Service/Method
+    authorization: str = ""
+
+    def at(self, target: str) -> GrpcCall:
+        """The same call made to another server (a baseline)."""
+        return replace(self, target=target)
+
+    def describe(self) -> str:
+        return f"gRPC {self.method.rsplit('/', 1)[-1]} {self.target}"
+
+
+class GrpcLoad:
+    """`python -m bench.grpcload` (see there): closed-loop unary calls, `concurrency` in flight
+    over `channels` HTTP/2 connections, pinned to the load-generator CPU."""
+
+    def __init__(
+        self, *, concurrency: int, channels: int, cpu: int | None, env: Mapping[str, str]
+    ) -> None:
+        self._concurrency = concurrency
+        self._channels = channels
+        self._cpu = cpu
+        self._env = dict(env)
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
+
+    @property
+    def channels(self) -> int:
+        return self._channels
+
+    def run(self, name: str, call: GrpcCall, *, seconds: int, warmup: int) -> LoadResult:
+        """Make `call` for `warmup` + `seconds` (only `seconds` measured); raises BenchError
+        when the generator fails (its probe call included)."""
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.grpcload",
+            call.target,
+            str(seconds),
+            f"--method={call.method}",
+            f"--warmup={warmup}",
+            f"--concurrency={self._concurrency}",
+            f"--channels={self._channels}",
+            f"--timeout={REQUEST_TIMEOUT.total_seconds():g}",
+        ]
+        # The token goes in the environment, not argv: ps would show it to every user.
+        env = {**self._env, TOKEN_ENV: call.authorization}
+        try:
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=seconds + warmup + RUN_GRACE.total_seconds(),
+                check=False,
+                preexec_fn=child_setup(self._cpu),
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"the gRPC generator did not finish {name} in time") from exc
+        if result.returncode != 0:
+            raise BenchError(
+                f"the gRPC generator failed on {name} (exit {result.returncode}): "
+                f"{result.stderr.strip()}"
+            )
+        return parse_grpc_load_output(name, call, result.stdout)
+
+
+def parse_grpc_load_output(name: str, call: GrpcCall, output: str) -> LoadResult:
+    """The LoadResult of one `python -m bench.grpcload` report (a JSON object)."""
+    try:
+        report = json.loads(output)
+        return LoadResult(
+            name=name,
+            request=call.describe(),
+            connections=int(report["concurrency"]),
+            seconds=float(report["seconds"]),
+            requests=int(report["requests"]),
+            requests_per_second=float(report["rps"]),
+            p50_ms=float(report["p50_ms"]),
+            p90_ms=float(report["p90_ms"]),
+            p99_ms=float(report["p99_ms"]),
+            bad_status=0,
+            socket_errors={str(k): int(v) for k, v in report["errors"].items()},
+            generator={
+                key: float(report[key])
+                for key in ("concurrency", "channels", "max_ms", "cpu_seconds", "busy_pct")
+            },
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BenchError(f"cannot read the gRPC generator's report for {name}:\n{output}") from exc

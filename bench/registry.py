@@ -2,9 +2,9 @@
 
 A benchmark is one function `(Session) -> list[Figure]`. The session owns the servers and the
 STS stand-in (started on first use, stopped when it closes), runs every load through one wrk (or
-the open-loop generator, for latency at a fixed rate) with warm-up, times in-process latency
-runs on the load-generator CPU, and measures each baseline once so every figure of a run is
-divided by the same number.
+the open-loop generator, for latency at a fixed rate, or the gRPC generator) with warm-up, times
+in-process latency runs on the load-generator CPU, and measures each baseline once so every
+figure of a run is divided by the same number.
 """
 
 from __future__ import annotations
@@ -20,10 +20,19 @@ from typing import TypeVar
 from bench.cpustat import NOISY_PCT, CpuMeter, Interference
 from bench.errors import BenchError
 from bench.latency import LatencyRun
-from bench.loadgen import HttpRequest, LoadResult, OpenLoop, Wrk
+from bench.loadgen import GrpcCall, GrpcLoad, HttpRequest, LoadResult, OpenLoop, Wrk
 from bench.machine import CpuPlan, pinned
 from bench.report import Figure
-from bench.servers import BareServer, RunningServer, Warrant, bare_server, warrant_server
+from bench.servers import (
+    BareGrpcServer,
+    BareServer,
+    RunningServer,
+    Warrant,
+    bare_grpc_server,
+    bare_server,
+    python_env,
+    warrant_server,
+)
 from bench.sign import SignResult, measure_sign_rate
 from bench.world import BROKER_ALG, BrokerWorld
 
@@ -32,6 +41,10 @@ __all__ = ["Benchmark", "Options", "Session"]
 # A run disturbed by other processes is measured again this many times at most; the machine may
 # be shared (a test suite, an editor), and a quiet second try is usually seconds away.
 NOISY_RETRIES = 2
+# HTTP/2 connections the gRPC generator spreads its calls over (calls in flight: --connections).
+# Measured on 2 vCPUs: 32x1 to 128x16 (calls x channels) give the same rate within noise, for
+# the bare server (its CPU 100% busy, the generator's ~87%) and for Warrant alike.
+GRPC_CHANNELS = 4
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -61,20 +74,29 @@ class Session:
         progress: Callable[[str], None],
         *,
         open_loop: OpenLoop,
+        grpc_load: GrpcLoad | None = None,
     ) -> None:
         self.options = options
         self._progress = progress
         self._wrk = wrk
         self._open_loop = open_loop
+        self._grpc_load = grpc_load or GrpcLoad(
+            concurrency=options.connections,
+            channels=GRPC_CHANNELS,
+            cpu=cpus.loadgen,
+            env=python_env(),
+        )
         self._cpus = cpus
         self._workdir = workdir
         self._stack = contextlib.ExitStack()
         self._bare: BareServer | None = None
+        self._bare_grpc: BareGrpcServer | None = None
         self._warrant: Warrant | None = None
         self._warrant_stack: contextlib.ExitStack | None = None
         self._standin_url: str | None = None
         self._world: BrokerWorld | None = None
         self._baselines: dict[tuple[str, str | None, tuple[str, ...]], LoadResult] = {}
+        self._grpc_baselines: dict[tuple[str, bool], LoadResult] = {}
         self.runs: list[LoadResult] = []
         self.signs: list[SignResult] = []
         self.latencies: list[LatencyRun] = []
@@ -128,6 +150,19 @@ class Session:
         result = self._quietest(
             lambda: self._measure_at_rate(name, request, rate, server),
             lambda r: _noise(r.interference),
+        )
+        self.runs.append(result)
+        return result
+
+    def load_grpc(self, name: str, call: GrpcCall, server: RunningServer) -> LoadResult:
+        """As `load`, with the gRPC generator (bench.grpcload): `call` made by every in-flight
+        slot, over and over; the warm-up runs in the same generator process, unmeasured."""
+        self._progress(
+            f"{name}: {call.describe()}, {self._grpc_load.concurrency} calls in flight on "
+            f"{self._grpc_load.channels} channels, {self.options.duration} s ..."
+        )
+        result = self._quietest(
+            lambda: self._measure_grpc(name, call, server), lambda r: _noise(r.interference)
         )
         self.runs.append(result)
         return result
@@ -192,6 +227,23 @@ class Session:
         )
         return result
 
+    def _measure_grpc(self, name: str, call: GrpcCall, server: RunningServer) -> LoadResult:
+        meter = CpuMeter(server.process.pid, self._cpus.server, self._cpus.loadgen)
+        meter.start()
+        result = self._grpc_load.run(
+            name, call, seconds=self.options.duration, warmup=self.options.warmup
+        )
+        result = replace(result, interference=meter.stop())
+        server.check_alive()
+        errors = f", ERRORS: {result.error_summary()}" if result.errors else ""
+        busy = (result.generator or {}).get("busy_pct", 0.0)
+        self._progress(
+            f"  {result.requests_per_second:,.0f} RPC/s, p50 {result.p50_ms:.2f} ms, "
+            f"p99 {result.p99_ms:.2f} ms (generator busy {busy:g}% of its CPU){errors}"
+            f"{_others(result.interference)}"
+        )
+        return result
+
     def _measure_latency(
         self,
         name: str,
@@ -230,6 +282,15 @@ class Session:
             self._baselines[key] = self.load(label, like.at(bare.url), bare.server)
         return self._baselines[key]
 
+    def grpc_baseline(self, like: GrpcCall, *, name: str = "bare gRPC") -> LoadResult:
+        """The bare gRPC server (bench.bare_grpc) called like `like` (same method, same
+        metadata), measured once per session."""
+        key = (like.method, bool(like.authorization))
+        if key not in self._grpc_baselines:
+            bare = self.bare_grpc()
+            self._grpc_baselines[key] = self.load_grpc(name, like.at(bare.target), bare.server)
+        return self._grpc_baselines[key]
+
     # Servers.
 
     def bare(self) -> BareServer:
@@ -238,6 +299,13 @@ class Session:
                 bare_server(cpu=self._cpus.server, workdir=self._workdir)
             )
         return self._bare
+
+    def bare_grpc(self) -> BareGrpcServer:
+        if self._bare_grpc is None:
+            self._bare_grpc = self._stack.enter_context(
+                bare_grpc_server(cpu=self._cpus.server, workdir=self._workdir)
+            )
+        return self._bare_grpc
 
     def warrant(self, alg: str, *, sts_endpoint: str | None = None) -> Warrant:
         """`warrant serve` signing with `alg` (its broker using `sts_endpoint`, when given); a

@@ -12,24 +12,32 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import grpc
 import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.bare import PATH
 from bench.errors import BenchError
 from bench.machine import child_setup
 
 __all__ = [
+    "BareGrpcServer",
     "BareServer",
+    "Probe",
     "RunningServer",
     "Warrant",
+    "bare_grpc_server",
     "bare_server",
     "free_port",
+    "grpc_serving",
     "python_env",
     "warrant_server",
 ]
@@ -45,7 +53,12 @@ STDERR_TAIL_CHARS = 4_000
 # Every listener `warrant serve` opens: each gets a free port, so a developer's own Warrant on the
 # default ports never collides with the benchmark. A listener missing here fails the start with
 # "WARRANT_..._ADDR=...: cannot listen there", shown with the server's stderr.
-LISTENER_SETTINGS = ("WARRANT_PUBLIC_ADDR", "WARRANT_INTERNAL_ADDR", "WARRANT_SANDBOX_ADDR")
+LISTENER_SETTINGS = (
+    "WARRANT_PUBLIC_ADDR",
+    "WARRANT_INTERNAL_ADDR",
+    "WARRANT_SANDBOX_ADDR",
+    "WARRANT_GRPC_ADDR",
+)
 
 
 def free_port() -> int:
@@ -87,6 +100,14 @@ class RunningServer:
                 self.process.wait()
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A readiness check beyond an HTTP health URL: `check()` is True once `what` serves."""
+
+    what: str
+    check: Callable[[], bool]
+
+
 @contextmanager
 def started(
     name: str,
@@ -96,8 +117,10 @@ def started(
     health_urls: Sequence[str],
     cpu: int | None,
     workdir: Path,
+    probes: Sequence[Probe] = (),
 ) -> Iterator[RunningServer]:
-    """Start `argv`, wait until every health URL answers 200, yield, and always stop it."""
+    """Start `argv`, wait until every health URL answers 200 and then every probe passes,
+    yield, and always stop it."""
     workdir.mkdir(parents=True, exist_ok=True)
     stdout_path, stderr_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
@@ -112,31 +135,52 @@ def started(
         )
     server = RunningServer(name, process, stdout_path, stderr_path)
     try:
-        _wait_healthy(server, health_urls)
+        _wait_healthy(server, health_urls, probes)
         yield server
     finally:
         server.stop()
 
 
-def _wait_healthy(server: RunningServer, urls: Sequence[str]) -> None:
+def _wait_healthy(server: RunningServer, urls: Sequence[str], probes: Sequence[Probe]) -> None:
     deadline = time.monotonic() + START_TIMEOUT.total_seconds()
-    pending = list(urls)
     with httpx.Client(timeout=HEALTH_REQUEST_TIMEOUT.total_seconds()) as client:
+        pending = [Probe(url, partial(_answers_200, client, url)) for url in urls]
+        pending += probes
         while pending:
             server.check_alive()
             if time.monotonic() > deadline:
                 raise BenchError(
                     f"{server.name} did not become healthy within "
-                    f"{START_TIMEOUT.total_seconds():g}s at {pending[0]}; its stderr:\n"
+                    f"{START_TIMEOUT.total_seconds():g}s at {pending[0].what}; its stderr:\n"
                     f"{server.stderr_tail() or '(empty)'}"
                 )
-            try:
-                if client.get(pending[0]).status_code == 200:
-                    pending.pop(0)
-                    continue
-            except httpx.TransportError:
-                pass
+            if pending[0].check():
+                pending.pop(0)
+                continue
             time.sleep(HEALTH_POLL.total_seconds())
+
+
+def _answers_200(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(url).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def grpc_serving(target: str) -> bool:
+    """True when the gRPC server at `target` (host:port, plaintext) answers the standard health
+    check (grpc.health.v1, overall service "") with SERVING."""
+    with grpc.insecure_channel(target) as channel:
+        # The health stub's type stubs leave its methods out.
+        check: Any = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+        try:
+            answer = check(
+                health_pb2.HealthCheckRequest(), timeout=HEALTH_REQUEST_TIMEOUT.total_seconds()
+            )
+        except grpc.RpcError:
+            return False
+        serving: bool = answer.status == health_pb2.HealthCheckResponse.SERVING
+        return serving
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +201,37 @@ def bare_server(*, cpu: int | None, workdir: Path) -> Iterator[BareServer]:
 
 
 @dataclass(frozen=True, slots=True)
+class BareGrpcServer:
+    server: RunningServer
+    target: str  # host:port of its plaintext gRPC listener
+
+
+@contextmanager
+def bare_grpc_server(*, cpu: int | None, workdir: Path) -> Iterator[BareGrpcServer]:
+    """`python -m bench.bare_grpc` on a free port, serving once its health check says so."""
+    target = f"127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-m", "bench.bare_grpc", "--port", target.rsplit(":", 1)[1]]
+    probe = Probe(f"grpc health at {target}", partial(grpc_serving, target))
+    with started(
+        "bare-grpc",
+        argv,
+        env=python_env(),
+        health_urls=[],
+        cpu=cpu,
+        workdir=workdir,
+        probes=[probe],
+    ) as server:
+        yield BareGrpcServer(server, target)
+
+
+@dataclass(frozen=True, slots=True)
 class Warrant:
     server: RunningServer
     alg: str
     public_url: str
     internal_url: str
     sandbox_url: str  # GET /v1/credentials on the sandbox listener
+    grpc_target: str  # host:port of the gRPC API (plaintext, as in dev mode)
     data_dir: Path
     sts_endpoint: str | None  # WARRANT_STS_ENDPOINT (the stand-in), None for AWS's own
 
@@ -208,6 +277,7 @@ def warrant_server(
     internal_url = f"http://127.0.0.1:{ports['WARRANT_INTERNAL_ADDR']}"
     # The sandbox listener has only GET /v1/credentials (no /healthz); it opens with the others.
     sandbox_url = f"http://127.0.0.1:{ports['WARRANT_SANDBOX_ADDR']}/v1/credentials"
+    grpc_target = f"127.0.0.1:{ports['WARRANT_GRPC_ADDR']}"
     with started(
         name,
         [str(executable), "serve"],
@@ -215,13 +285,23 @@ def warrant_server(
         health_urls=[f"{public_url}/healthz", f"{internal_url}/healthz"],
         cpu=cpu,
         workdir=workdir,
+        probes=[Probe(f"grpc health at {grpc_target}", partial(grpc_serving, grpc_target))],
     ) as server:
-        yield Warrant(server, alg, public_url, internal_url, sandbox_url, data_dir, sts_endpoint)
+        yield Warrant(
+            server,
+            alg,
+            public_url,
+            internal_url,
+            sandbox_url,
+            grpc_target,
+            data_dir,
+            sts_endpoint,
+        )
 
 
 def python_env() -> dict[str, str]:
     """This environment, with the repository on PYTHONPATH: so `python -m bench.bare` (or
-    `bench.openloop`) resolves from any working directory."""
+    `bench.openloop`, `bench.bare_grpc`, `bench.grpcload`) resolves from any working directory."""
     repo_root = str(Path(__file__).resolve().parent.parent)
     python_path = [repo_root, *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
