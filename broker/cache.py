@@ -7,6 +7,7 @@ The rules, in order of precedence:
 4. A recoverable failure (CredentialsUnavailable) keeps the cached credentials flowing until the
    floor and is retried with jittered exponential backoff, per key, driven by the injected clock.
 5. An irrecoverable failure (CredentialsRejected) drops the key's cached credentials.
+6. Any other failure (ours: the audit log or the database down) is retried as in 4.
 """
 
 from __future__ import annotations
@@ -226,8 +227,12 @@ class CachedSource:
             except CredentialsUnavailable as exc:
                 self._failures += 1
                 raise self._back_off(entry, exc) from exc
-            except Exception:
+            except Exception as exc:
+                # Our side failed, not AWS (the audit log or the database is down): back off all
+                # the same, or every request would repeat the IMDS and STS calls only to throw
+                # their result away. The caller still gets the error itself.
                 self._failures += 1
+                self._back_off(entry, CredentialsUnavailable(str(exc)))
                 raise
             left = credentials.remaining(self._clock())
             if left < self._floor:

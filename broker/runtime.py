@@ -19,6 +19,7 @@ from broker.connection_store import SqlConnectionStore
 from broker.delivery.grpc_api import CredentialBrokerServicer
 from broker.delivery.grpc_server import GrpcServer
 from broker.delivery.http import BrokerApi, create_sandbox_app
+from broker.delivery.openapi import internal_document
 from broker.imds import ImdsClient
 from broker.integrations import SqlIntegrationStore
 from broker.metrics import CacheCollector
@@ -34,6 +35,7 @@ from broker.sts import StsClients
 from issuer.app import create_internal_app
 from issuer.audit import AuditLog
 from issuer.minting import TokenMinter
+from issuer.openapi import openapi_route
 from issuer.runtime import IssuerRuntime, utc_now
 from issuer.server import Listener, Service
 from issuer.settings import Settings
@@ -125,7 +127,9 @@ class WarrantRuntime:
             service=service,
             cache=cache,
             audit=audit,
-            internal_app=create_internal_app(issuer.api, issuer.metrics, api.routes()),
+            internal_app=create_internal_app(
+                issuer.api, issuer.metrics, [*api.routes(), openapi_route(internal_document())]
+            ),
             sandbox_app=create_sandbox_app(service, issuer.metrics),
             grpc_server=grpc_server,
             _sts=sts,

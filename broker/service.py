@@ -290,17 +290,18 @@ class BrokerService:
             raise BrokerError("sandbox store returned no token for a container sandbox")
         # Obtain (and cache) the session before handing out the token: a broken integration
         # fails here, with STS's reason and a hint, for the trusted caller, rather than later
-        # inside the sandbox. The sandbox is revoked at once if it cannot get credentials.
+        # inside the sandbox. The sandbox is revoked at once if it cannot get credentials, or
+        # if its creation cannot be audited: no sandbox lives without its record.
         try:
             await self._source.fetch(self._request(integration, policy, sandbox.id))
+            await self._audit.write(
+                self._sandbox_event("sandbox.create", sandbox, integration, request_id)
+            )
         except BaseException as exc:
             await self._sandboxes.revoke(sandbox.id)
             if isinstance(exc, CredentialsRejected) and integration.method is Method.OIDC:
                 exc.details["diagnosis"] = self._diagnose(integration)
             raise
-        await self._audit.write(
-            self._sandbox_event("sandbox.create", sandbox, integration, request_id)
-        )
         env = {
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": s.sandbox_url,
             "AWS_CONTAINER_AUTHORIZATION_TOKEN": token,
@@ -324,10 +325,14 @@ class BrokerService:
             ttl=timedelta(seconds=ttl),
             session_policy=policy,
         )
-        credentials = await self._fetch(integration, sandbox, request_id)
-        await self._audit.write(
-            self._sandbox_event("sandbox.create", sandbox, integration, request_id)
-        )
+        try:
+            credentials = await self._fetch(integration, sandbox, request_id)
+            await self._audit.write(
+                self._sandbox_event("sandbox.create", sandbox, integration, request_id)
+            )
+        except BaseException:
+            await self._sandboxes.revoke(sandbox.id)  # half-made: never live, as above
+            raise
         env = {
             "AWS_ACCESS_KEY_ID": credentials.access_key_id,
             "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key,

@@ -13,6 +13,7 @@ import secrets
 from typing import Any, NoReturn
 
 from issuer.errors import BadRequest
+from issuer.http import nesting
 
 __all__ = [
     "DEFAULT_REGION",
@@ -51,6 +52,13 @@ DEFAULT_SESSION_DURATION = 3_600
 MIN_USABLE_SECONDS = 600
 
 POLICY_MAX_CHARS = 2_048  # plaintext of the inline session policy, as STS counts it
+# A policy document nests about 6 levels (Statement, Condition, operator, key, values); 2048
+# characters could nest 1024, past Python's recursion limit wherever the policy is parsed again.
+POLICY_MAX_DEPTH = 16
+_POLICY_TOO_DEEP = (
+    f"session_policy nests lists and objects more than {POLICY_MAX_DEPTH} levels deep; "
+    "a policy document needs about 6"
+)
 _POLICY_FORBIDDEN_CHAR = re.compile(r"[^\t\n\r\u0020-\u00ff]")
 
 NAME_MAX_CHARS = 100
@@ -217,6 +225,10 @@ def session_policy(value: object) -> str | None:
         document: Any = json.loads(value, parse_constant=_no_constant)
     except ValueError as exc:
         raise BadRequest(f"session_policy is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BadRequest(_POLICY_TOO_DEEP) from None
+    if nesting(document) > POLICY_MAX_DEPTH:
+        raise BadRequest(_POLICY_TOO_DEEP)
     if not isinstance(document, dict):
         raise BadRequest(
             f"session_policy must be a JSON object (a policy document), not a JSON "
@@ -226,6 +238,14 @@ def session_policy(value: object) -> str | None:
         raise BadRequest(
             'session_policy has no "Statement": a policy document needs '
             '{"Version": "2012-10-17", "Statement": [...]}'
+        )
+    statements = document["Statement"]
+    if not isinstance(statements, list):
+        statements = [statements]
+    if not all(isinstance(statement, dict) for statement in statements):
+        raise BadRequest(
+            'session_policy "Statement" must be a statement object or a list of them, e.g. '
+            '[{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]'
         )
     return value
 

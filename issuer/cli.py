@@ -19,14 +19,17 @@ import uvloop
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from issuer import migrations
 from issuer.apikeys import Role, SqlApiKeyStore
 from issuer.audit import FileAuditLog
-from issuer.db import create_engine, create_schema
+from issuer.db import create_engine
 from issuer.doctor import run_checks
-from issuer.errors import IssuerError
+from issuer.errors import ConfigError, IssuerError
 from issuer.http import iso
+from issuer.logs import configure_logging
+from issuer.publish import S3Publisher, load_documents, open_s3_client
 from issuer.runtime import build_key_manager, utc_now
-from issuer.settings import Settings
+from issuer.settings import Settings, normalize_prefix, validate_bucket
 from issuer.tenants import SqlTenantStore, audience_for
 from keys.cli import keys as keys_group
 from keys.errors import KeysError
@@ -82,17 +85,57 @@ def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T | None
 def main(ctx: click.Context) -> None:
     """Warrant: an OIDC issuer and short-lived AWS credential broker for sandboxed agents."""
     ctx.obj = CliContext()
-    logging.basicConfig(
-        level=os.environ.get("WARRANT_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # One "Started server process" line per listener says nothing the ready banner doesn't.
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    # One line per outbound request (STS, IMDS, the IdP) is noise at INFO.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        configure_logging(os.environ)
+    except ConfigError as exc:
+        fail(exc.message)
 
 
 main.add_command(keys_group)
+
+
+@keys_group.command("publish")
+@click.option(
+    "--s3-bucket", metavar="BUCKET", help="Bucket to write to [default: WARRANT_PUBLISH_S3_BUCKET]."
+)
+@click.option(
+    "--prefix",
+    help="Where the issuer URL's root lives in the bucket ('/' for the bucket root) "
+    "[default: WARRANT_PUBLISH_S3_PREFIX, else the issuer URL's path].",
+)
+@click.pass_obj
+@run_async
+async def keys_publish(obj: CliContext, s3_bucket: str | None, prefix: str | None) -> None:
+    """Write discovery and JWKS to S3, byte-identical to what the public listener serves."""
+    settings = obj.settings(serving=True)
+    target = settings.publish
+    if s3_bucket is not None:
+        bucket = validate_bucket(s3_bucket, "--s3-bucket")
+    elif target is not None:
+        bucket = target.bucket
+    else:
+        fail("no bucket: pass --s3-bucket BUCKET or set WARRANT_PUBLISH_S3_BUCKET")
+        return
+    if prefix is not None:
+        key_prefix = normalize_prefix(prefix, "--prefix")
+    else:
+        key_prefix = None if target is None else target.prefix
+    discovery, jwks = await load_documents(
+        obj.key_manager_factory().store,
+        issuer_url=settings.issuer_url,
+        max_age=int(settings.policy.jwks_max_age.total_seconds()),
+    )
+    async with open_s3_client(settings.aws_endpoint) as client:
+        publisher = S3Publisher(
+            client, bucket=bucket, prefix=key_prefix, issuer_url=settings.issuer_url
+        )
+        written = await publisher.publish(discovery, jwks)
+    for item in written:
+        click.echo(f"published {item.uri} ({item.content_type}; {item.cache_control})")
+    click.echo(
+        f"serve the bucket at {settings.issuer_url} (e.g. through CloudFront) so that AWS STS "
+        "fetches these copies"
+    )
 
 
 DEV_WARNING = """\
@@ -103,9 +146,10 @@ WARNING: AWS STS can never reach or trust. Do not run this configuration in prod
 @asynccontextmanager
 async def open_engine(obj: CliContext) -> AsyncIterator[AsyncEngine]:
     """The database of the settings in force, with its schema, disposed of on the way out."""
-    engine = create_engine(obj.settings().database_url)
+    settings = obj.settings()
+    engine = create_engine(settings.database_url, settings.database_pool)
     try:
-        await create_schema(engine)
+        await migrations.prepare(engine, auto_migrate=settings.database_auto_migrate)
         yield engine
     finally:
         await engine.dispose()
@@ -217,3 +261,44 @@ async def apikeys_revoke(obj: CliContext, key_id: str) -> None:
         store = SqlApiKeyStore(engine, utc_now)
         await store.revoke(key_id)
     click.echo(f"revoked API key {key_id}; running services reject it within seconds")
+
+
+@main.group("db")
+def db_group() -> None:
+    """The database schema. Startup upgrades it unless WARRANT_DATABASE_AUTO_MIGRATE=0."""
+
+
+@db_group.command("upgrade")
+@click.pass_obj
+@run_async
+async def db_upgrade(obj: CliContext) -> None:
+    """Upgrade the schema to this release's (run at startup too).
+
+    Adopts a database made before migrations; safe from several hosts at once; never drops data.
+    """
+    settings = obj.settings()
+    engine = create_engine(settings.database_url, settings.database_pool)
+    try:
+        result = await migrations.upgrade(engine)
+    finally:
+        await engine.dispose()
+    if result.before.ahead:
+        fail(f"database schema {result.describe()}; nothing this release can do")
+    click.echo(f"database schema {result.describe()}")
+
+
+@db_group.command("current")
+@click.option("--check", is_flag=True, help="Exit with status 1 unless the schema is current.")
+@click.pass_obj
+@run_async
+async def db_current(obj: CliContext, check: bool) -> None:
+    """Show the schema revision of the database and this release's."""
+    settings = obj.settings()
+    engine = create_engine(settings.database_url, settings.database_pool)
+    try:
+        current = await migrations.status(engine)
+    finally:
+        await engine.dispose()
+    click.echo(f"database schema {current.describe()}")
+    if check and not current.up_to_date:
+        sys.exit(1)

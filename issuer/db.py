@@ -1,19 +1,25 @@
 """The one SQL store: an async SQLAlchemy engine on SQLite (embedded) or PostgreSQL (shared).
 
-The issuer's tables live here now; the broker's (integrations, sandboxes) will join the same
-`Base.metadata`, so one database and one engine serve the whole process.
+Every table of the issuer and the broker is declared on `Base.metadata`, so one database and one
+engine serve the whole process. The schema is built and upgraded by the Alembic migrations in
+`issuer.migrations`, never by `create_all`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib
+import sqlite3
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, event, inspect, text
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy import DateTime, Dialect, MetaData, event, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -26,18 +32,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import await_
 
 from issuer.errors import ConfigError, Unavailable
 
 __all__ = [
+    "MODEL_MODULES",
     "Base",
+    "PoolSettings",
     "UtcDateTime",
     "create_engine",
-    "create_schema",
     "database_errors",
+    "load_models",
     "ping",
+    "safe_url",
     "session_factory",
 ]
 
@@ -52,6 +61,10 @@ ACCEPTED_FORMS = (
 # issuer writes are single statements that finish in milliseconds, so 5 s only trips on a stuck
 # process.
 SQLITE_BUSY_TIMEOUT = timedelta(seconds=5)
+# Switching a new SQLite file to WAL takes an exclusive lock without calling the busy handler, so
+# processes opening a fresh file at once can get "database is locked": retry this often, for as
+# long as the busy timeout would have waited.
+SQLITE_WAL_RETRY = timedelta(milliseconds=10)
 # Opening a PostgreSQL connection: asyncpg's default is 60 s, far longer than a /readyz probe or a
 # minting request should hang when the server is gone.
 POSTGRES_CONNECT_TIMEOUT = timedelta(seconds=5)
@@ -59,10 +72,37 @@ POSTGRES_CONNECT_TIMEOUT = timedelta(seconds=5)
 POOL_CHECKOUT_TIMEOUT = timedelta(seconds=10)
 # Recycle connections before common idle cut-offs (PgBouncer, cloud load balancers) drop them.
 POOL_RECYCLE = timedelta(minutes=30)
+# /readyz gives the database this long to answer SELECT 1. An orchestrator's probe gives up after
+# a few seconds; waiting out the connect timeout (or a checkout from a saturated pool) would turn
+# a clear `"database": false` into a probe timeout.
+PING_TIMEOUT = timedelta(seconds=2)
+
+# Every module that declares a table on `Base.metadata`. Autogenerate and the test that the
+# migrations match the models import them through `load_models()`. Names rather than imports, so
+# the issuer does not import the broker. A module with a new table goes here.
+MODEL_MODULES = (
+    "issuer.tenants",
+    "issuer.apikeys",
+    "broker.integrations",
+    "broker.sandboxes",
+    "broker.connection_store",
+    "issuer.key_store_sql",
+)
 
 
 class Base(DeclarativeBase):
-    """Declarative base for every Warrant table (issuer now, broker later)."""
+    """Declarative base for every Warrant table (its module is listed in MODEL_MODULES)."""
+
+
+def load_models() -> MetaData:
+    """Import every module in MODEL_MODULES and return `Base.metadata`, now complete.
+
+    The running service does not need this (the migrations build the schema); autogenerate and the
+    migrations-match-the-models test do.
+    """
+    for name in MODEL_MODULES:
+        importlib.import_module(name)
+    return Base.metadata
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -90,51 +130,44 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """One process's connection pool (WARRANT_DATABASE_POOL_*, validated in `issuer.settings`).
+
+    `size` connections stay open; up to `max_overflow` more open under a burst and close when
+    returned; a request waits at most `timeout` for a connection, then fails with 503; connections
+    older than `recycle` are replaced. PostgreSQL connections are always checked before use.
+    """
+
+    size: int = 5
+    max_overflow: int = 5
+    timeout: timedelta = POOL_CHECKOUT_TIMEOUT
+    recycle: timedelta = POOL_RECYCLE
+
+
+def create_engine(url: str, pool: PoolSettings | None = None) -> AsyncEngine:
     """Build the engine for `WARRANT_DATABASE_URL`; raise ConfigError for any other scheme."""
     parsed = _parse(url)
+    pool = pool or PoolSettings()
     if parsed.drivername == SQLITE_SCHEME:
-        return _sqlite_engine(parsed, pool_size)
+        return _sqlite_engine(parsed, pool)
     if parsed.drivername == POSTGRES_SCHEME:
-        return _postgres_engine(parsed, pool_size)
+        return _postgres_engine(parsed, pool)
     raise ConfigError(
         f"WARRANT_DATABASE_URL: unsupported scheme {parsed.drivername!r}; use {ACCEPTED_FORMS}"
     )
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create every missing table registered in `Base.metadata`. Idempotent.
-
-    A table is registered when its module is imported (issuer.tenants, issuer.apikeys, and the
-    broker's modules later); the wiring code imports them before calling this.
-
-    Alembic migrations replace this in a later issue; until then `create_all` only adds missing
-    tables and never alters an existing one.
-    """
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-        await conn.run_sync(_add_missing_columns)
-
-
-def _add_missing_columns(conn: Connection) -> None:
-    """Columns added to an existing table after it was created, if they have a server default
-    (so existing rows get it): ADD COLUMN never rewrites or drops data. Interim until Alembic."""
-    inspector = inspect(conn)
-    for table in Base.metadata.sorted_tables:
-        if not inspector.has_table(table.name):
-            continue
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present or column.server_default is None:
-                continue
-            ddl = CreateColumn(column).compile(dialect=conn.dialect)
-            conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN {ddl}'))
+def safe_url(engine: AsyncEngine) -> str:
+    """The engine's URL as messages and logs may show it: any password masked."""
+    return engine.url.render_as_string(hide_password=True)
 
 
 async def ping(engine: AsyncEngine) -> bool:
-    """Whether the database answers `SELECT 1` (for /readyz); False on any database error."""
+    """Whether the database answers `SELECT 1` within PING_TIMEOUT (for /readyz); False on any
+    database error or when it takes longer."""
     try:
-        async with engine.connect() as conn:
+        async with asyncio.timeout(PING_TIMEOUT.total_seconds()), engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError, TimeoutError):
         return False
@@ -174,7 +207,7 @@ def _parse(url: str) -> URL:
         ) from exc
 
 
-def _sqlite_engine(url: URL, pool_size: int) -> AsyncEngine:
+def _sqlite_engine(url: URL, pool: PoolSettings) -> AsyncEngine:
     database = url.database or ""
     if database in {"", ":memory:"}:
         # In-memory (tests, throwaway demos): SQLAlchemy keeps one shared connection, no pool size.
@@ -182,31 +215,52 @@ def _sqlite_engine(url: URL, pool_size: int) -> AsyncEngine:
     else:
         if not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = _create_async_engine(url, pool_size=pool_size)
+        # A local file: no server drops idle connections, so neither recycling nor pre-ping.
+        engine = _create_async_engine(
+            url,
+            pool_size=pool.size,
+            max_overflow=pool.max_overflow,
+            pool_timeout=pool.timeout.total_seconds(),
+        )
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    # WAL lets readers run while one writer writes; SQLite leaves foreign keys off unless asked;
-    # busy_timeout makes a second writer wait instead of failing at once.
+    # busy_timeout makes a second writer wait instead of failing at once (first: switching to
+    # WAL needs a lock too); WAL lets readers run while one writer writes; SQLite leaves foreign
+    # keys off unless asked.
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
         busy_ms = int(SQLITE_BUSY_TIMEOUT.total_seconds() * 1000)
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        _enable_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
 
 
-def _postgres_engine(url: URL, pool_size: int) -> AsyncEngine:
+def _enable_wal(cursor: Any) -> None:
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT.total_seconds()
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            # The connect hook runs in SQLAlchemy's greenlet: wait without blocking the loop.
+            await_(asyncio.sleep(SQLITE_WAL_RETRY.total_seconds()))
+        else:
+            return
+
+
+def _postgres_engine(url: URL, pool: PoolSettings) -> AsyncEngine:
     return _create_async_engine(
         url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_timeout=POOL_CHECKOUT_TIMEOUT.total_seconds(),
-        pool_recycle=int(POOL_RECYCLE.total_seconds()),
+        pool_size=pool.size,
+        max_overflow=pool.max_overflow,
+        pool_timeout=pool.timeout.total_seconds(),
+        pool_recycle=int(pool.recycle.total_seconds()),
         # A connection the server closed (restart, failover) is replaced instead of failing a
         # request.
         pool_pre_ping=True,

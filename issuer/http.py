@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -13,15 +14,21 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 
 from issuer.errors import BadRequest, Conflict, IssuerError, NotFound, Unavailable
 from issuer.logs import bind_request_id
 from keys.errors import KeysError, KeyStoreLocked, RotationRefused, UnknownKey
+from keys.kms import KmsUnavailable
 
 log = logging.getLogger(__name__)
 
 # Requests to the internal API are small JSON objects; anything bigger is a mistake or an attack.
 MAX_BODY_BYTES = 64 * 1024
+# No request nests deeper than an inline IAM policy does (about 7 levels); a deeper body is a
+# mistake or an attack, and would reach Python's recursion limit in json somewhere downstream.
+MAX_JSON_DEPTH = 32
+_TOO_DEEP = f"request body nests lists and objects more than {MAX_JSON_DEPTH} levels deep"
 
 
 def iso(value: datetime | None) -> str | None:
@@ -59,7 +66,7 @@ def translate(exc: Exception) -> IssuerError:
         return NotFound(str(exc))
     if isinstance(exc, RotationRefused):
         return Conflict(str(exc))
-    if isinstance(exc, KeyStoreLocked):
+    if isinstance(exc, KeyStoreLocked | KmsUnavailable):
         return Unavailable(str(exc))
     if isinstance(exc, KeysError):
         return IssuerError("the key store refused the change; see the server log")
@@ -73,7 +80,11 @@ async def handle_error(request: Request, exc: Exception) -> Response:
             404: f"no such endpoint: {request.method} {request.url.path}",
             405: f"{request.method} is not allowed on {request.url.path}",
         }.get(exc.status_code, str(exc.detail))
-        return error_response(exc.status_code, code, message, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)  # replaces Starlette's (same name)
+            message += f"; allowed: {headers['Allow']}"
+        return error_response(exc.status_code, code, message, headers=headers)
     error = translate(exc)
     rid = request_id(request)
     extra: dict[str, Any] = {}
@@ -91,7 +102,9 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         )
         message = error.message if error is exc else "internal error"
         if error.status == 503:
-            headers["retry-after"] = "5"
+            # The broker's CredentialsUnavailable knows when its backoff ends (up to minutes);
+            # a retry before then is refused again. Anything else: try again shortly.
+            headers["retry-after"] = str(getattr(error, "retry_after", 5))
             message = error.message
         extra["request_id"] = rid
         return error_response(error.status, error.code, message, extra=extra, headers=headers)
@@ -99,6 +112,18 @@ async def handle_error(request: Request, exc: Exception) -> Response:
         headers["www-authenticate"] = "Bearer"
     extra.update(error.details)
     return error_response(error.status, error.code, error.message, extra=extra, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the requested path supports. Starlette's 405 lists only those of the first
+    route whose path matched, but ours are one route per method, and RFC 9110 wants them all."""
+    methods: set[str] = set()
+    for route in getattr(request.scope.get("router"), "routes", ()):
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def read_json_object(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
@@ -117,6 +142,21 @@ def check_declared_length(declared: str | None) -> None:
         raise BadRequest(f"request body must be at most {MAX_BODY_BYTES} bytes")
 
 
+def nesting(value: object) -> int:
+    """How deeply `value` nests lists and objects (a scalar is 0), counted without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is not None:
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def parse_json_object(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
     """`raw` as a JSON object with only the `allowed` members (empty means {})."""
     if not raw.strip():
@@ -125,6 +165,15 @@ def parse_json_object(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
         value = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
+    except ValueError:  # an integer beyond Python's int/str conversion limit (CVE-2020-10735)
+        raise BadRequest(
+            f"request body has a number of more than {sys.get_int_max_str_digits()} digits; "
+            f"no field takes one"
+        ) from None
+    if nesting(value) > MAX_JSON_DEPTH:
+        raise BadRequest(_TOO_DEEP)
     if not isinstance(value, dict):
         raise BadRequest("request body must be a JSON object")
     unknown = sorted(set(value) - allowed)
@@ -155,7 +204,9 @@ def optional_int(body: Mapping[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{name} must be an integer")
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise BadRequest(f"{name} must be an integer, without a decimal point, not {shown}")
     return value
 
 

@@ -71,3 +71,5 @@ def configure_logging(env: Mapping[str, str]) -> None:
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     # One line per outbound request (STS, IMDS, the IdP) is noise at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic's "Context impl ..." lines on every start; our runner says what it applied.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

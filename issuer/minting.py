@@ -137,7 +137,8 @@ class TokenMinter:
     def _subject(tenant: str, subject: str | None) -> str:
         if subject is None or subject == "":
             return f"tenant:{tenant}"
-        if not isinstance(subject, str) or not SUBJECT_RE.match(subject):
+        # fullmatch, not match: SUBJECT_RE's "$" also matches before a final newline.
+        if not isinstance(subject, str) or not SUBJECT_RE.fullmatch(subject):
             raise BadRequest(
                 "subject must be 1-200 characters of letters, digits and . _ @ : + "
                 "= - (a sandbox or agent id)"

@@ -18,16 +18,19 @@ from starlette.applications import Starlette
 
 from issuer.apikeys import CachedApiKeyStore, Role, SqlApiKeyStore, ensure_bootstrap_keys
 from issuer.app import InternalApi, create_internal_app, create_public_app
-from issuer.audit import AuditEvent, AuditLog, FileAuditLog
+from issuer.audit import AuditEvent, AuditLog, CountedAuditLog, FileAuditLog
 from issuer.auth import Authenticator
-from issuer.db import create_engine, create_schema, ping
+from issuer.db import create_engine, ping
+from issuer.key_stores import build_key_store, maintenance_turn
 from issuer.keyring import KeyRing
 from issuer.metrics import Metrics
+from issuer.migrations import prepare as prepare_schema
 from issuer.minting import TokenMinter
+from issuer.publish import AutoPublisher
 from issuer.settings import MIN_TOKEN_TTL, Settings
 from issuer.tenants import CachedTenantStore, SqlTenantStore, TenantStore
+from keys.custody import Closeable
 from keys.errors import KeysError
-from keys.file_store import FileKeyStore
 from keys.manager import KeyChange, KeyChangeHook, KeyManager
 from keys.model import KeyState
 
@@ -51,16 +54,23 @@ def audit_key_changes(audit: AuditLog) -> KeyChangeHook:
 
 
 def build_key_manager(
-    settings: Settings, clock: Callable[[], datetime], audit: AuditLog
+    settings: Settings,
+    clock: Callable[[], datetime],
+    audit: AuditLog,
+    engine: AsyncEngine | None = None,
 ) -> KeyManager:
-    store = FileKeyStore(
-        settings.keys_dir,
-        lock_timeout=KEY_LOCK_TIMEOUT,
-        max_published=settings.policy.max_published,
-    )
+    """The key manager on the store WARRANT_KEY_STORE names. A database or KMS store uses
+    `engine`; without one (the command line) it opens the database for each call."""
+    store = build_key_store(settings, engine, lock_timeout=KEY_LOCK_TIMEOUT)
     return KeyManager(
         store, settings.policy, settings.key_alg, clock, on_change=audit_key_changes(audit)
     )
+
+
+async def close_key_store(store: object) -> None:
+    """Release what a key store holds (a KMS client); stores holding nothing are left alone."""
+    if isinstance(store, Closeable):
+        await store.aclose()
 
 
 @dataclass
@@ -78,7 +88,8 @@ class IssuerRuntime:
     authenticator: Authenticator
     tenants: TenantStore
     minter: TokenMinter
-    audit: FileAuditLog
+    audit: AuditLog
+    publisher: AutoPublisher | None = None  # WARRANT_PUBLISH_S3_BUCKET: copies to S3
 
     @classmethod
     async def open(
@@ -87,9 +98,24 @@ class IssuerRuntime:
         """Raises KeyStoreCorrupt when the key store cannot be trusted (never regenerated)."""
         # The data dir holds private keys and API keys: only the service's user may enter it.
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        audit = FileAuditLog(settings.audit_path, clock)
-        key_manager = build_key_manager(settings, clock, audit)
-        snapshot = await key_manager.ensure_initialized()
+        metrics = Metrics()
+        audit = CountedAuditLog(
+            FileAuditLog(settings.audit_path, clock), metrics.audit_failures.inc
+        )
+        engine = create_engine(settings.database_url, settings.database_pool)
+        key_manager: KeyManager | None = None
+        try:
+            # Upgrades the schema (or, with WARRANT_DATABASE_AUTO_MIGRATE off, refuses to start
+            # when it is behind); an unreachable database fails here, naming the setting.
+            await prepare_schema(engine, auto_migrate=settings.database_auto_migrate)
+            # Before the keys: with WARRANT_KEY_STORE=database or kms they live in this database.
+            key_manager = build_key_manager(settings, clock, audit, engine=engine)
+            snapshot = await key_manager.ensure_initialized()
+        except BaseException:
+            if key_manager is not None:
+                await close_key_store(key_manager.store)
+            await engine.dispose()
+            raise
         keyring = KeyRing(
             key_manager.store,
             issuer_url=settings.issuer_url,
@@ -97,15 +123,12 @@ class IssuerRuntime:
         )
         keyring.install(snapshot)
 
-        engine = create_engine(settings.database_url)
-        await create_schema(engine)
         sql_keys = SqlApiKeyStore(engine, clock)
         api_key_files = await ensure_bootstrap_keys(sql_keys, settings.data_dir)
         api_keys = CachedApiKeyStore(sql_keys, ttl=API_KEY_CACHE_TTL, clock=clock)
         tenants = CachedTenantStore(
             SqlTenantStore(engine, clock), ttl=settings.tenant_cache_ttl, clock=clock
         )
-        metrics = Metrics()
         minter = TokenMinter(
             issuer_url=settings.issuer_url,
             keyring=keyring,
@@ -146,6 +169,14 @@ class IssuerRuntime:
             tenants=tenants,
             minter=minter,
             audit=audit,
+            publisher=None
+            if settings.publish is None
+            else AutoPublisher(
+                settings.publish,
+                issuer_url=settings.issuer_url,
+                endpoint_url=settings.aws_endpoint,
+                clock=clock,
+            ),
         )
         runtime.update_key_metrics()
         return runtime
@@ -173,20 +204,34 @@ class IssuerRuntime:
             log.error("key store reload failed, still serving the previous key set: %s", exc)
 
     async def maintain_keys(self) -> None:
-        """Scheduled rotation and pruning, then reload."""
-        try:
-            await self.key_manager.maintain()
-        except KeysError as exc:
-            log.error("scheduled key maintenance failed: %s", exc)
+        """Scheduled rotation and pruning, then reload. With keys in a shared PostgreSQL
+        database, only the replica holding the maintenance lock runs it (see maintenance_turn)."""
+        async with maintenance_turn(self.engine, self.settings.key_store.shared) as mine:
+            if mine:
+                try:
+                    await self.key_manager.maintain()
+                except KeysError as exc:
+                    log.error("scheduled key maintenance failed: %s", exc)
         await self.reload_keys()
+
+    async def publish_keys(self) -> None:
+        """Copy the documents served now to S3 when they changed since the last copy. A task of
+        its own, so a slow or unreachable S3 never delays reloading the key set."""
+        if self.publisher is not None:
+            await self.publisher.sync(self.keyring.discovery, self.keyring.jwks)
 
     async def run_background(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(_every(self.settings.policy.reload_interval, self.reload_keys))
             group.create_task(_every(self.settings.maintenance_interval, self.maintain_keys))
+            if self.publisher is not None:
+                group.create_task(_every(self.settings.policy.reload_interval, self.publish_keys))
 
     async def close(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.close()
         await self.audit.close()
+        await close_key_store(self.key_manager.store)
         await self.engine.dispose()
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
+from moto.server import ThreadedMotoServer
 
 from issuer.apikeys import Role
 from issuer.runtime import IssuerRuntime
@@ -68,6 +69,16 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's server on a free loopback port, one per test module (its state is per server)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 ISSUER = "https://issuer.example.test"
 
 
@@ -116,7 +127,11 @@ def agent(runtime: IssuerRuntime) -> dict[str, str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """After the suite: no audit log or server log written by any test holds a secret."""
+    """After the suite: no audit log or server log written by any test holds a secret. Under
+    pytest-xdist the controller scans once, after every worker: their temporary directories live
+    under its own."""
+    if hasattr(session.config, "workerinput"):
+        return
     factory = getattr(session.config, "_tmp_path_factory", None)
     if factory is None:
         return

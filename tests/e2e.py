@@ -18,7 +18,7 @@ import httpx
 
 WARRANT = str(Path(sys.executable).parent / "warrant")
 # A cold start imports the whole stack; allow for a loaded CI machine.
-START_TIMEOUT = 30.0
+START_TIMEOUT = 60.0
 
 
 def free_port() -> int:
@@ -91,16 +91,16 @@ def wait_healthy(
 def running_warrant(data_dir: Path, **extra: str) -> Iterator[RunningWarrant]:
     """`warrant serve` in dev mode on free loopback ports; stopped with SIGTERM, which must
     drain and exit 0."""
-    public, internal = free_port(), free_port()
-    extra.setdefault("WARRANT_SANDBOX_ADDR", f"127.0.0.1:{free_port()}")
-    extra.setdefault("WARRANT_GRPC_ADDR", f"127.0.0.1:{free_port()}")
-    env = base_env(
-        data_dir,
-        WARRANT_DEV="1",
-        WARRANT_PUBLIC_ADDR=f"127.0.0.1:{public}",
-        WARRANT_INTERNAL_ADDR=f"127.0.0.1:{internal}",
-        **extra,
-    )
+    for setting in (
+        "WARRANT_PUBLIC_ADDR",
+        "WARRANT_INTERNAL_ADDR",
+        "WARRANT_SANDBOX_ADDR",
+        "WARRANT_GRPC_ADDR",
+    ):
+        extra.setdefault(setting, f"127.0.0.1:{free_port()}")
+    public = extra["WARRANT_PUBLIC_ADDR"].rsplit(":", 1)[1]
+    internal = extra["WARRANT_INTERNAL_ADDR"].rsplit(":", 1)[1]
+    env = base_env(data_dir, WARRANT_DEV="1", **extra)
     # Output goes to files, not pipes: a full pipe would block the server mid-test.
     log_dir = data_dir.parent / f"logs-{data_dir.name}"
     log_dir.mkdir(parents=True, exist_ok=True)

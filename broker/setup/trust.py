@@ -26,6 +26,7 @@ __all__ = [
 TRUST_POLICY_MAX_CHARS = 2_048  # IAM's default quota for a role trust policy (raisable to 4096)
 _URL_MAX_CHARS = 255  # IAM: an OIDC provider URL is at most 255 characters
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+_PORT_MAX = 65_535
 
 
 def issuer_host_path(issuer_url: str, *, dev: bool = False) -> str:
@@ -35,13 +36,19 @@ def issuer_host_path(issuer_url: str, *, dev: bool = False) -> str:
     part of the identity and then must appear in `iss` too). `dev=True` also accepts a local
     http://host:port issuer, which only our STS stand-in will ever trust.
     """
-    parts = urlsplit(issuer_url)
+    try:
+        parts = urlsplit(issuer_url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts = urlsplit("")
     scheme_ok = parts.scheme == "https" or (dev and parts.scheme == "http")
+    host = _HOST.fullmatch(parts.netloc)
+    port = host[1] if host else None  # ":<digits>"; parts.port would raise beyond 65535
     if (
         not scheme_ok
-        or not parts.netloc
-        or not _HOST.fullmatch(parts.netloc)
-        or (parts.port is not None and not dev)
+        # urlsplit drops leading spaces and any tab or newline: the URL must be what it read.
+        or parts.geturl() != issuer_url
+        or host is None
+        or (port is not None and (not dev or int(port[1:]) > _PORT_MAX))
         or parts.query
         or parts.fragment
         or issuer_url.endswith("/")

@@ -8,22 +8,19 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import broker.integrations
-import broker.sandboxes
-from issuer.db import create_engine, create_schema
+from issuer.db import create_engine
+from issuer.migrations import upgrade
 from issuer.tenants import SqlTenantStore
 from tests.issuer.conftest import Clock
 
-# Registered in Base.metadata by importing them; create_schema creates only what is registered.
-_TABLES = (broker.integrations.IntegrationRow, broker.sandboxes.SandboxRow)
 FLOOR_SECONDS = 900  # the vending floor the stores are built with: boto3's 15-minute window
 
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """An engine on a fresh database (SQLite and PostgreSQL) with every table created."""
+    """An engine on a fresh database (SQLite and PostgreSQL), migrated to the current schema."""
     engine = create_engine(database_url)
-    await create_schema(engine)
+    await upgrade(engine)
     yield engine
     await engine.dispose()
 

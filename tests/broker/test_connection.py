@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC
 
 import pytest
-from moto.server import ThreadedMotoServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,15 +18,6 @@ from broker.setup import Profile
 from broker.standin.serving import ServerThread
 from tests.broker.fakes import FakeSource, integration, request
 from tests.conftest import FakeClock
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 async def test_a_refused_exchange_fails_the_test_with_its_reason(clock: FakeClock) -> None:

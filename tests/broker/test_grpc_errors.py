@@ -21,6 +21,7 @@ from issuer.errors import (
     UnknownTenant,
 )
 from keys.errors import KeyStoreLocked, RotationRefused, UnknownKey
+from keys.kms import KmsUnavailable
 
 FIELDS = ("tenant", "integration", "ttl_seconds", "session_policy", "delivery")
 
@@ -48,6 +49,10 @@ def status_of(details: bytes) -> status_pb2.Status:
         ),
         (Unavailable("database down"), grpc.StatusCode.UNAVAILABLE),
         (KeyStoreLocked("locked"), grpc.StatusCode.UNAVAILABLE),
+        (
+            KmsUnavailable("kms:Sign throttled", code="ThrottlingException"),
+            grpc.StatusCode.UNAVAILABLE,
+        ),
         (CredentialsUnavailable("throttled", retry_after=9), grpc.StatusCode.UNAVAILABLE),
         (TimeoutError(), grpc.StatusCode.DEADLINE_EXCEEDED),
         (IssuerError("broken"), grpc.StatusCode.INTERNAL),

@@ -9,7 +9,8 @@ from typing import Protocol
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from issuer.db import create_engine, create_schema
+from issuer.db import create_engine
+from issuer.migrations import upgrade
 
 
 class Clock(Protocol):
@@ -25,8 +26,8 @@ class Clock(Protocol):
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """An engine on a fresh database (SQLite and PostgreSQL) with every table created."""
+    """An engine on a fresh database (SQLite and PostgreSQL), migrated to the current schema."""
     engine = create_engine(database_url)
-    await create_schema(engine)
+    await upgrade(engine)
     yield engine
     await engine.dispose()

@@ -1,7 +1,9 @@
-"""The shared SQL store: URL checks, SQLite pragmas, schema creation, UTC timestamps, readiness."""
+"""The shared SQL store: URL checks, SQLite pragmas, pool settings, schema upgrade, UTC
+timestamps, readiness."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -11,10 +13,19 @@ from sqlalchemy import Dialect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import greenlet_spawn
 
-import issuer.tenants  # noqa: F401 - registers the tenants table in Base.metadata
-from issuer.db import UtcDateTime, create_engine, create_schema, database_errors, ping
+from issuer.db import (
+    PoolSettings,
+    UtcDateTime,
+    _enable_wal,
+    create_engine,
+    database_errors,
+    ping,
+)
 from issuer.errors import ConfigError, Unavailable
+from issuer.migrations import upgrade
+from issuer.settings import Settings
 
 UNREACHABLE_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:1/warrant"
 
@@ -58,21 +69,41 @@ async def test_sqlite_creates_parent_directory_and_sets_pragmas(tmp_path: Path) 
         await engine.dispose()
 
 
-async def test_postgres_engine_uses_requested_pool_size_and_pre_ping() -> None:
-    """A PostgreSQL engine is pooled at the requested size and checks connections before use."""
-    engine = create_engine(UNREACHABLE_POSTGRES, pool_size=3)
+POOL = PoolSettings(
+    size=3, max_overflow=2, timeout=timedelta(seconds=7), recycle=timedelta(minutes=4)
+)
+
+
+async def test_postgres_engine_uses_the_pool_settings_and_pre_ping() -> None:
+    """A PostgreSQL engine is pooled with the requested size, overflow, checkout timeout and
+    recycle age, and checks connections before use."""
+    engine = create_engine(UNREACHABLE_POSTGRES, POOL)
     try:
         pool = engine.pool
         assert isinstance(pool, AsyncAdaptedQueuePool)
         assert pool.size() == 3
+        assert pool._max_overflow == 2
+        assert pool._timeout == 7
+        assert pool._recycle == 240
         assert pool._pre_ping
     finally:
         await engine.dispose()
 
 
-async def test_create_schema_is_idempotent(engine: AsyncEngine) -> None:
-    """Creating the schema on a database that already has it changes nothing and does not fail."""
-    await create_schema(engine)
+async def test_sqlite_file_engine_uses_the_pool_size_and_timeout(tmp_path: Path) -> None:
+    """A SQLite file engine is pooled with the requested size, overflow and checkout timeout."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'warrant.db'}", POOL)
+    try:
+        pool = engine.pool
+        assert isinstance(pool, AsyncAdaptedQueuePool)
+        assert (pool.size(), pool._max_overflow, pool._timeout) == (3, 2, 7)
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_is_idempotent(engine: AsyncEngine) -> None:
+    """Upgrading a database that is already current changes nothing and does not fail."""
+    await upgrade(engine)
     async with engine.connect() as conn:
         count = (await conn.execute(text("SELECT count(*) FROM tenants"))).scalar()
     assert count == 0
@@ -131,7 +162,7 @@ async def test_in_memory_sqlite_works(url: str) -> None:
     """An in-memory SQLite URL needs no directory and serves the schema on one shared connection."""
     engine = create_engine(url)
     try:
-        await create_schema(engine)
+        await upgrade(engine)
         assert await ping(engine) is True
         async with engine.connect() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM tenants"))).scalar() == 0
@@ -170,3 +201,87 @@ def test_utc_datetime_reads_back_aware_utc(dialect: Dialect) -> None:
     assert read is not None
     assert read.tzinfo is UTC
     assert column.process_result_value(None, dialect) is None
+
+
+def test_pool_and_migration_settings_default_and_parse(tmp_path: Path) -> None:
+    """Unset, the pool is 5 + 5 connections, 10 s checkout, 30 min recycle, and startup migrates;
+    each WARRANT_DATABASE_* variable sets its own value."""
+    base = {"WARRANT_DATA_DIR": str(tmp_path)}
+    defaults = Settings.from_env(base, require_issuer=False)
+    assert defaults.database_pool == PoolSettings(
+        size=5, max_overflow=5, timeout=timedelta(seconds=10), recycle=timedelta(minutes=30)
+    )
+    assert defaults.database_auto_migrate is True
+    custom = Settings.from_env(
+        {
+            **base,
+            "WARRANT_DATABASE_POOL_SIZE": "20",
+            "WARRANT_DATABASE_POOL_MAX_OVERFLOW": "0",
+            "WARRANT_DATABASE_POOL_TIMEOUT": "30s",
+            "WARRANT_DATABASE_POOL_RECYCLE": "1h",
+            "WARRANT_DATABASE_AUTO_MIGRATE": "0",
+        },
+        require_issuer=False,
+    )
+    assert custom.database_pool == PoolSettings(
+        size=20, max_overflow=0, timeout=timedelta(seconds=30), recycle=timedelta(hours=1)
+    )
+    assert custom.database_auto_migrate is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WARRANT_DATABASE_POOL_SIZE", "0"),
+        ("WARRANT_DATABASE_POOL_SIZE", "101"),
+        ("WARRANT_DATABASE_POOL_SIZE", "-3"),
+        ("WARRANT_DATABASE_POOL_SIZE", "five"),
+        ("WARRANT_DATABASE_POOL_SIZE", "2.5"),
+        ("WARRANT_DATABASE_POOL_MAX_OVERFLOW", "101"),
+        ("WARRANT_DATABASE_POOL_MAX_OVERFLOW", "-1"),
+        ("WARRANT_DATABASE_POOL_TIMEOUT", "0"),
+        ("WARRANT_DATABASE_POOL_TIMEOUT", "10m"),
+        ("WARRANT_DATABASE_POOL_TIMEOUT", "soon"),
+        ("WARRANT_DATABASE_POOL_RECYCLE", "30"),
+        ("WARRANT_DATABASE_AUTO_MIGRATE", "maybe"),
+    ],
+)
+def test_bad_pool_and_migration_settings_name_the_variable(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """An out-of-range or malformed pool or migration setting stops startup with an error that
+    names the variable."""
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({"WARRANT_DATA_DIR": str(tmp_path), name: value}, require_issuer=False)
+
+
+class WalRefusedCursor:
+    """A DB-API cursor on which SQLite refuses the switch to WAL `refusals` times with `error`,
+    as it does while another connection is switching a fresh file (without a busy wait)."""
+
+    def __init__(self, refusals: int, error: str = "database is locked") -> None:
+        self.refusals = refusals
+        self.error = error
+        self.statements: list[str] = []
+
+    def execute(self, statement: str) -> None:
+        self.statements.append(statement)
+        if self.refusals:
+            self.refusals -= 1
+            raise sqlite3.OperationalError(self.error)
+
+
+async def test_switching_to_wal_is_retried_while_the_file_is_locked() -> None:
+    """A connection whose switch to WAL meets "database is locked" retries until it succeeds,
+    so processes opening a fresh SQLite file at once all connect."""
+    cursor = WalRefusedCursor(refusals=3)
+    await greenlet_spawn(_enable_wal, cursor)
+    assert cursor.statements == ["PRAGMA journal_mode=WAL"] * 4
+
+
+async def test_other_errors_switching_to_wal_are_not_retried() -> None:
+    """Any other SQLite error while switching to WAL fails the connection at once."""
+    cursor = WalRefusedCursor(refusals=1, error="disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        await greenlet_spawn(_enable_wal, cursor)
+    assert len(cursor.statements) == 1

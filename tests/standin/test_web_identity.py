@@ -104,17 +104,21 @@ def test_audience_outside_the_client_ids_is_refused(aws: Aws, warrant: RunningWa
         ({"sub": None}, "Missing a required claim: sub"),
         ({"exp": None}, "Missing a required claim: exp"),
         ({"aud": [AUDIENCE, "other"]}, "Incorrect token audience"),
-        ({"iat": time.time()}, "The iat claim must be an integer"),
-        ({"exp": time.time() + 300}, "The exp claim must be an integer"),
-        ({"nbf": time.time()}, "The nbf claim must be an integer"),
-        ({"nbf": int(time.time()) + 900}, "The token is not yet valid"),
+        # Times are functions of the moment the test runs (not of collection, which may be
+        # many minutes earlier in a long run).
+        ({"iat": lambda now: now}, "The iat claim must be an integer"),
+        ({"exp": lambda now: now + 300}, "The exp claim must be an integer"),
+        ({"nbf": lambda now: now}, "The nbf claim must be an integer"),
+        ({"nbf": lambda now: int(now) + 900}, "The token is not yet valid"),
     ],
 )
 def test_bad_claims_are_refused(
     aws: Aws, fake_idp: FakeIdp, claims: dict[str, Any], message: str
 ) -> None:
     """Missing aud/sub/exp, several audiences, float NumericDates and a future nbf are refused."""
-    token = fake_idp.token(fake_idp.claims(**claims))
+    now = time.time()
+    resolved = {name: value(now) if callable(value) else value for name, value in claims.items()}
+    token = fake_idp.token(fake_idp.claims(**resolved))
     error = refusal(lambda: web_identity(aws, fake_role(aws, fake_idp), token))
     assert error.code == "InvalidIdentityToken"
     assert error.message.startswith(message)
