@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 export WARRANT_DATA_DIR ?= $(CURDIR)/var
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint typecheck unit bench clean
+.PHONY: help setup run test lint typecheck unit bench soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,13 +30,20 @@ lint: $(STAMP) ## ruff lint and format check
 typecheck: $(STAMP) ## mypy --strict over every package, tests and benchmarks
 	$(BIN)/mypy
 
-unit: $(STAMP) ## the test suite alone
-	$(BIN)/python -m pytest
+# Most tests wait on real servers and subprocesses, so more workers than CPUs pay off; each test
+# file runs whole on one worker (its module-scoped servers are started once).
+TEST_WORKERS ?= 3
+
+unit: $(STAMP) ## the test suite alone (TEST_WORKERS=3 parallel workers; 0 runs it serially)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test: lint typecheck unit ## lint, type checks and the whole test suite (what CI runs)
 
 bench: $(STAMP) ## benchmarks: ratios against baselines measured in the same run
 	$(BIN)/python -m bench
+
+soak: $(STAMP) ## 10 minutes of mixed load with key rotations every minute (not in CI)
+	$(BIN)/python -m bench.soak --minutes 10 --rotate-every 60
 
 clean: ## remove the venv, local data and caches
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage

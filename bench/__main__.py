@@ -1,4 +1,5 @@
-"""`python -m bench`: run the benchmarks, print the table, write bench/results/latest.{json,md}.
+"""`python -m bench`: run the benchmarks, print the table, write bench/results/latest.{json,md}
+and the chart bench/results/latest.png.
 
 Exit status: 0 when every figure was measured cleanly (PASS or MISS alike: a miss is a result),
 1 when a benchmark failed or any request under load failed, 2 when wrk is missing or an option
@@ -16,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import broker_bench, issuer_bench
+from bench import broker_bench, issuer_bench, peer_bench, scale_bench, startup_bench
+from bench.chart import write_chart
 from bench.errors import BenchError
 from bench.loadgen import OpenLoop, Wrk, WrkMissing
 from bench.machine import CpuPlan, facts
@@ -25,7 +27,13 @@ from bench.report import Figure, Report, render_text, write
 from bench.servers import python_env
 
 # Every benchmark, in the order they run. A new one (grpc) is a function and a line here.
-REGISTRY: tuple[Benchmark, ...] = (*issuer_bench.BENCHMARKS, *broker_bench.BENCHMARKS)
+REGISTRY: tuple[Benchmark, ...] = (
+    *issuer_bench.BENCHMARKS,
+    *broker_bench.BENCHMARKS,
+    *scale_bench.BENCHMARKS,
+    *startup_bench.BENCHMARKS,
+    *peer_bench.BENCHMARKS,  # last: it reuses the jwks, discovery and mint runs made above
+)
 
 DEFAULT_DURATION = 5  # seconds: enough for a stable mean at thousands of requests per second
 DEFAULT_WARMUP = 1  # seconds: connections open and caches fill before the clock starts
@@ -137,10 +145,11 @@ def _run(selected: Sequence[Benchmark], options: Options) -> int:
             runs=session.runs,
             signs=session.signs,
             latencies=session.latencies,
+            skipped=session.skipped,
         )
     print(render_text(report))
     json_path, md_path = write(report)
-    print(f"written: {json_path}, {md_path}")
+    print(f"written: {json_path}, {md_path}, {write_chart(report)}")
     if not report.clean:
         print("error: requests failed under load; those figures are marked ERROR", file=sys.stderr)
         return EXIT_FAILED

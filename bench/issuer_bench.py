@@ -16,13 +16,13 @@ import httpx
 
 from bench.cpustat import Interference
 from bench.errors import BenchError
-from bench.loadgen import HttpRequest
+from bench.loadgen import HttpRequest, LoadResult
 from bench.registry import Benchmark, Session
 from bench.report import Figure
 from bench.servers import Warrant
 from issuer.discovery import DISCOVERY_PATH, JWKS_PATH
 
-__all__ = ["BENCHMARKS"]
+__all__ = ["BENCHMARKS", "MINT_BODY", "TENANT", "document_run", "mint_run"]
 
 DOCUMENT_TARGET = 0.9
 MINT_TARGET = 0.85
@@ -73,12 +73,32 @@ def _document(session: Session, name: str, path: str) -> Figure:
     )
 
 
-def _mint(session: Session, alg: str) -> Figure:
-    name = f"mint {alg}"
+def document_run(session: Session, name: str, path: str) -> LoadResult:
+    """The load run `name` of GET `path` on the public listener: this session's, or made now."""
+    run = session.run_named(name)
+    if run is not None:
+        return run
+    warrant = session.warrant("RS256")
+    request = HttpRequest(warrant.public_url + path)
+    _call(warrant, request, expect=200)
+    return session.load(name, request, warrant.server)
+
+
+def mint_run(session: Session, alg: str) -> LoadResult:
+    """The load run of POST /v1/tokens signing with `alg`: this session's, or made now."""
+    run = session.run_named(f"mint {alg}")
+    if run is not None:
+        return run
     warrant = session.warrant(alg)
-    url = f"{warrant.internal_url}/v1/tokens"
-    request = HttpRequest(
-        url,
+    request = _mint_request(warrant)
+    _add_tenant(warrant)
+    _minted(warrant, request, f"mint {alg}")
+    return session.load(f"mint {alg}", request, warrant.server)
+
+
+def _mint_request(warrant: Warrant) -> HttpRequest:
+    return HttpRequest(
+        f"{warrant.internal_url}/v1/tokens",
         method="POST",
         body=MINT_BODY,
         headers={
@@ -86,10 +106,22 @@ def _mint(session: Session, alg: str) -> Figure:
             "Authorization": f"Bearer {warrant.api_key('agent')}",
         },
     )
-    _add_tenant(warrant)
+
+
+def _minted(warrant: Warrant, request: HttpRequest, name: str) -> dict[str, Any]:
+    """One mint, checked: the answer has a token and its kid."""
     token = _call(warrant, request, expect=200)
     if not isinstance(token.get("token"), str) or not isinstance(token.get("kid"), str):
         raise BenchError(f"{name}: POST /v1/tokens answered without a token: {token}")
+    return token
+
+
+def _mint(session: Session, alg: str) -> Figure:
+    name = f"mint {alg}"
+    warrant = session.warrant(alg)
+    request = _mint_request(warrant)
+    _add_tenant(warrant)
+    token = _minted(warrant, request, name)
     # The signing input of a real token: the same header and claims sizes the server signs.
     signing_input = token["token"].rsplit(".", 1)[0].encode("ascii")
     sign = session.sign_rate(f"sign {alg}", warrant, signing_input, token["kid"])

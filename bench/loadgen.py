@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ __all__ = [
     "OpenLoop",
     "Wrk",
     "WrkMissing",
+    "lua_rotating_script",
     "lua_script",
     "parse_grpc_load_output",
     "parse_open_loop_output",
@@ -45,6 +47,9 @@ WRK_THREADS = 1
 REQUEST_TIMEOUT = timedelta(seconds=2)
 # wrk runs for its duration plus connection setup and printing; far beyond that it has hung.
 RUN_GRACE = timedelta(seconds=30)
+# What a rotating script prints once every value has been answered; wrk is then interrupted
+# (SIGINT: it stops, and reports the time actually run).
+ROTATION_DONE = "warrant-bench: every value sent"
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 _TIME = r"([\d.]+)(us|ms|s|m|h)"
@@ -165,6 +170,91 @@ class Wrk:
                 f"wrk failed on {name} (exit {result.returncode}): {result.stderr.strip()}"
             )
         return parse_wrk_output(name, request, self._connections, result.stdout)
+
+    def run_each(
+        self, name: str, request: HttpRequest, header: str, values: list[str], max_seconds: int
+    ) -> LoadResult:
+        """Send `request` once with each of `values` as `header` (cycling, so every connection
+        stays busy to the end), then stop: every value answered once, the last few in flight
+        perhaps twice. Raises BenchError when wrk fails, or when `max_seconds` pass first."""
+        with tempfile.TemporaryDirectory(dir=self._scratch, prefix="wrk-") as directory:
+            values_path, script = Path(directory) / "values", Path(directory) / "rotate.lua"
+            values_path.write_text("".join(f"{value}\n" for value in values), encoding="utf-8")
+            script.write_text(lua_rotating_script(request, header), encoding="utf-8")
+            argv = [
+                self._path,
+                f"-t{WRK_THREADS}",
+                f"-c{self._connections}",
+                f"-d{max_seconds}s",
+                f"--timeout={int(REQUEST_TIMEOUT.total_seconds())}s",
+                "--latency",
+                "-s",
+                str(script),
+                request.url,
+                "--",
+                str(values_path),
+            ]
+            output, finished = _run_until_done(argv, self._cpu, Path(directory) / "stderr")
+        if not finished:
+            raise BenchError(
+                f"{name}: {len(values):,} requests did not complete within {max_seconds} s"
+            )
+        return parse_wrk_output(name, request, self._connections, output)
+
+
+def _run_until_done(argv: list[str], cpu: int | None, stderr_path: Path) -> tuple[str, bool]:
+    """wrk's report, and whether the script said ROTATION_DONE before wrk's own end (wrk then
+    gets SIGINT, and stops). wrk ends by itself after its -d duration in any case."""
+    with stderr_path.open("w", encoding="utf-8") as stderr:
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            preexec_fn=child_setup(cpu),  # noqa: PLW1509 - no threads of ours run here
+        )
+    finished, lines = False, []
+    with process:
+        assert process.stdout is not None  # noqa: S101 - stdout=PIPE
+        for line in process.stdout:
+            if line.strip() == ROTATION_DONE and not finished:
+                finished = True
+                process.send_signal(signal.SIGINT)
+            else:
+                lines.append(line)
+    # wrk runs on without a script it cannot load, saying so only on stderr.
+    errors = stderr_path.read_text(encoding="utf-8", errors="replace").strip()
+    if process.returncode not in (0, -signal.SIGINT) or errors:
+        raise BenchError(f"wrk failed (exit {process.returncode}): {errors}")
+    return "".join(lines), finished
+
+
+def lua_rotating_script(request: HttpRequest, header: str) -> str:
+    """A wrk script sending `request` with the next of the values (one per line of the file
+    given as the script's argument) as `header`; it prints ROTATION_DONE once as many
+    responses as values have come back."""
+    static = ", ".join(
+        f"[{_lua_string(key)}] = {_lua_string(value)}" for key, value in request.headers.items()
+    )
+    body = "nil" if request.body is None else _lua_string(request.body)
+    return f"""local values, sent, answered = {{}}, 0, 0
+init = function(args)
+  for line in io.lines(args[1]) do values[#values + 1] = line end
+end
+request = function()
+  sent = sent + 1
+  local headers = {{{static}}}
+  headers[{_lua_string(header)}] = values[((sent - 1) % #values) + 1]
+  return wrk.format({_lua_string(request.method)}, nil, headers, {body})
+end
+response = function(status, headers, body)
+  answered = answered + 1
+  if answered == #values then
+    io.stdout:write("{ROTATION_DONE}\\n")
+    io.stdout:flush()
+  end
+end
+"""
 
 
 def lua_script(request: HttpRequest) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +35,10 @@ from bench.servers import (
 )
 from bench.sign import SignResult, measure_sign_rate
 from bench.world import BROKER_ALG, BrokerWorld
+
+# The most a pass over many values (Session.load_each) may take: 100,000 uncached vends run at a
+# few thousand per second.
+EACH_MAX = 600  # seconds
 
 __all__ = ["Benchmark", "Options", "Session"]
 
@@ -100,6 +104,7 @@ class Session:
         self.runs: list[LoadResult] = []
         self.signs: list[SignResult] = []
         self.latencies: list[LatencyRun] = []
+        self.skipped: list[tuple[str, str]] = []  # (benchmark, why), for the report
 
     def __enter__(self) -> Session:
         return self
@@ -123,6 +128,28 @@ class Session:
         """A line on stderr while the benchmarks run."""
         self._progress(message)
 
+    @property
+    def cpus(self) -> CpuPlan:
+        return self._cpus
+
+    @property
+    def workdir(self) -> Path:
+        """Scratch space of this run, removed when it ends."""
+        return self._workdir
+
+    def skip(self, name: str, reason: str) -> None:
+        """Record that `name` could not run here, and why: a line now and in the report."""
+        self._progress(f"  skipped: {reason}")
+        self.skipped.append((name, reason))
+
+    def run_named(self, name: str) -> LoadResult | None:
+        """The load run of this session called `name`, if one was made."""
+        return next((run for run in self.runs if run.name == name), None)
+
+    def add_latencies(self, runs: Sequence[LatencyRun]) -> None:
+        """One-at-a-time timings a benchmark made itself, for the report."""
+        self.latencies += runs
+
     # Load.
 
     def load(self, name: str, request: HttpRequest, server: RunningServer) -> LoadResult:
@@ -134,6 +161,27 @@ class Session:
             self._wrk.run(f"{name} (warm-up)", request, self.options.warmup)
         result = self._quietest(
             lambda: self._measure(name, request, server), lambda r: _noise(r.interference)
+        )
+        self.runs.append(result)
+        return result
+
+    def load_each(
+        self, name: str, request: HttpRequest, header: str, values: list[str], server: RunningServer
+    ) -> LoadResult:
+        """One pass of `request` with each of `values` as `header` (wrk, every connection busy),
+        no warm-up and no repeat: the pass changes the server's state. Its rate, and others'
+        use of the CPUs meanwhile, are reported as for any load run."""
+        self._progress(f"{name}: {request.describe()} x {len(values):,} {header} values ...")
+        meter = CpuMeter(server.process.pid, self._cpus.server, self._cpus.loadgen)
+        meter.start()
+        result = self._wrk.run_each(name, request, header, values, EACH_MAX)
+        result = replace(result, interference=meter.stop())
+        server.check_alive()
+        errors = f", ERRORS: {result.error_summary()}" if result.errors else ""
+        self._progress(
+            f"  {result.requests:,} requests in {result.seconds:.1f} s, "
+            f"{result.requests_per_second:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+            f"p99 {result.p99_ms:.2f} ms{errors}{_others(result.interference)}"
         )
         self.runs.append(result)
         return result
@@ -184,6 +232,11 @@ class Session:
         )
         self.latencies += runs
         return runs
+
+    def quietest(self, measure: Callable[[], T], noise: Callable[[T], float]) -> T:
+        """`measure()`, repeated up to NOISY_RETRIES times while `noise` of its result (the
+        worst share of a pinned CPU others took) is above NOISY_PCT; the quietest result."""
+        return self._quietest(measure, noise)
 
     def _quietest(self, measure: Callable[[], T], noise: Callable[[T], float]) -> T:
         results: list[T] = []
@@ -326,6 +379,28 @@ class Session:
             raise
         self._warrant_stack = stack
         return self._warrant
+
+    @contextlib.contextmanager
+    def fresh_broker(self, label: str, *, sts_endpoint: str | None = None) -> Iterator[BrokerWorld]:
+        """A `warrant serve` of its own (new data dir, nothing cached) exchanging at
+        `sts_endpoint` (default: the stand-in), not yet set up (call `setup()`); stopped on
+        leaving. The session's shared server is stopped first: one server at a time on the
+        server CPU."""
+        standin = sts_endpoint or self.standin()
+        self._stop_warrant()
+        with contextlib.ExitStack() as stack:
+            warrant = stack.enter_context(
+                warrant_server(
+                    BROKER_ALG,
+                    cpu=self._cpus.server,
+                    workdir=self._workdir,
+                    sts_endpoint=standin,
+                    label=label,
+                )
+            )
+            world = BrokerWorld(warrant)
+            stack.callback(world.close)
+            yield world
 
     def _stop_warrant(self) -> None:
         stack = self._warrant_stack

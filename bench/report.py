@@ -14,7 +14,7 @@ from bench.latency import LatencyRun
 from bench.loadgen import LoadResult
 from bench.sign import SignResult
 
-__all__ = ["Figure", "Report", "render_markdown", "render_text", "write"]
+__all__ = ["Figure", "Report", "quantity", "render_markdown", "render_text", "write"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -38,6 +38,14 @@ class Figure:
     baseline_unit: str | None = None
     upper_bound: bool = False
     detail: str = ""
+    # The chart draws figures of one group side by side (Warrant's rate once, then each
+    # baseline); empty: the figure's own name. `peer` marks a baseline that is another product.
+    group: str = ""
+    peer: bool = False
+
+    @property
+    def chart_group(self) -> str:
+        return self.group or self.name
 
     @property
     def ratio(self) -> float:
@@ -62,6 +70,8 @@ class Figure:
             "verdict": self.verdict,
             "others_cpu_pct": self.others_pct,
             "note": self.note,
+            "group": self.chart_group,
+            "peer": self.peer,
         }
         if not self.upper_bound:
             return {
@@ -95,6 +105,7 @@ class Report:
     runs: Sequence[LoadResult]
     signs: Sequence[SignResult]
     latencies: Sequence[LatencyRun] = ()
+    skipped: Sequence[tuple[str, str]] = ()  # (benchmark, why it could not run here)
 
     @property
     def clean(self) -> bool:
@@ -106,6 +117,7 @@ class Report:
             "machine": dict(self.machine),
             "options": dict(self.options),
             "figures": [f.to_json() for f in self.figures],
+            "skipped": [{"benchmark": name, "reason": why} for name, why in self.skipped],
             "load_runs": [_load_run_json(r) for r in self.runs],
             "sign_runs": [
                 {
@@ -179,18 +191,21 @@ def _ratio(ratio: float) -> str:
     return f"{math.floor(ratio * 1000) / 1000:.3f}"
 
 
-def _quantity(value: float, unit: str) -> str:
-    if unit == "req/s":
-        return f"{value:,.0f} req/s"
-    return f"{value:,.2f} {unit}"
+# Decimals shown per unit; other units are counts (STS calls, requests).
+_DECIMALS = {"req/s": 0, "ms": 2, "MB": 1}
+
+
+def quantity(value: float, unit: str) -> str:
+    """E.g. '31,408 req/s', '5.74 ms', '212.3 MB', '1 STS calls'."""
+    return f"{value:,.{_DECIMALS.get(unit, 0)}f} {unit}"
 
 
 def _figure_rows(report: Report) -> list[list[str]]:
     return [
         [
             f.name,
-            _quantity(f.measured, f.unit),
-            f"{_quantity(f.baseline, f.baseline_unit or f.unit)} ({f.baseline_label})",
+            quantity(f.measured, f.unit),
+            f"{quantity(f.baseline, f.baseline_unit or f.unit)} ({f.baseline_label})",
             f.detail if f.upper_bound else _ratio(f.ratio),
             f"<= {f.target:g} {f.unit}" if f.upper_bound else f">= {f.target:.2f}",
             f.verdict + (" (noisy)" if f.others_pct > NOISY_PCT else ""),
@@ -275,7 +290,8 @@ LATENCY_HEADERS = [
 
 
 def _notes(report: Report) -> list[str]:
-    notes = [f"{f.name}: {f.note}" for f in report.figures if f.note]
+    notes = [f"{name}: SKIPPED, {why}" for name, why in report.skipped]
+    notes += [f"{f.name}: {f.note}" for f in report.figures if f.note]
     notes.append(
         "others %: share of the server CPU / wrk CPU used by other processes (or stolen by the "
         f"hypervisor) during the run; '!' marks more than {NOISY_PCT:g}%, where the rate is "
@@ -311,11 +327,9 @@ def _header_lines(report: Report) -> list[str]:
 
 
 def render_text(report: Report) -> str:
-    parts = [
-        "\n".join(_header_lines(report)),
-        _text_table(FIGURE_HEADERS, _figure_rows(report)),
-        _text_table(RUN_HEADERS, _run_rows(report)),
-    ]
+    parts = ["\n".join(_header_lines(report)), _text_table(FIGURE_HEADERS, _figure_rows(report))]
+    if report.runs:
+        parts.append(_text_table(RUN_HEADERS, _run_rows(report)))
     if report.signs:
         parts.append(_text_table(SIGN_HEADERS, _sign_rows(report)))
     if report.latencies:
@@ -333,8 +347,9 @@ def render_markdown(report: Report) -> str:
             for line in _header_lines(report)
         ),
         "## Figures\n\n" + _markdown_table(FIGURE_HEADERS, _figure_rows(report)),
-        "## Load runs\n\n" + _markdown_table(RUN_HEADERS, _run_rows(report)),
     ]
+    if report.runs:
+        parts.append("## Load runs\n\n" + _markdown_table(RUN_HEADERS, _run_rows(report)))
     if report.signs:
         parts.append("## Signing\n\n" + _markdown_table(SIGN_HEADERS, _sign_rows(report)))
     if report.latencies:

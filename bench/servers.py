@@ -6,6 +6,7 @@ server under load) and dies with the benchmark even if the benchmark is killed o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,11 +35,15 @@ __all__ = [
     "Probe",
     "RunningServer",
     "Warrant",
+    "WarrantLaunch",
+    "bare_argv",
     "bare_grpc_server",
     "bare_server",
     "free_port",
+    "free_ports",
     "grpc_serving",
     "python_env",
+    "warrant_launch",
     "warrant_server",
 ]
 
@@ -62,10 +67,17 @@ LISTENER_SETTINGS = (
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports on 127.0.0.1: all held open while picked, so that two of
+    them can never be the same port freed and handed out again."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 @dataclass
@@ -194,7 +206,7 @@ def bare_server(*, cpu: int | None, workdir: Path) -> Iterator[BareServer]:
     """`python -m bench.bare` on a free port."""
     port = free_port()
     url = f"http://127.0.0.1:{port}{PATH}"
-    argv = [sys.executable, "-m", "bench.bare", "--port", str(port)]
+    argv = bare_argv(port)
     env = python_env()
     with started("bare", argv, env=env, health_urls=[url], cpu=cpu, workdir=workdir) as server:
         yield BareServer(server, url)
@@ -249,18 +261,34 @@ class Warrant:
         return (self.data_dir / f"{role}.key").read_text(encoding="ascii").strip()
 
 
-@contextmanager
-def warrant_server(
-    alg: str, *, cpu: int | None, workdir: Path, sts_endpoint: str | None = None
-) -> Iterator[Warrant]:
-    """The real `warrant serve` in dev mode, on a fresh data dir under `workdir`; with
-    `sts_endpoint`, its broker exchanges tokens there (the stand-in) instead of at AWS."""
+@dataclass(frozen=True, slots=True)
+class WarrantLaunch:
+    """How to start `warrant serve` in dev mode on free ports, and where it will answer."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    public_url: str
+    internal_url: str
+    sandbox_url: str  # GET /v1/credentials on the sandbox listener
+    grpc_target: str
+    data_dir: Path
+
+    @property
+    def ready_url(self) -> str:
+        """GET /readyz on the internal listener: 200 once the database and signing key are."""
+        return f"{self.internal_url}/readyz"
+
+
+def warrant_launch(
+    alg: str, *, data_dir: Path, name: str, sts_endpoint: str | None = None
+) -> WarrantLaunch:
+    """`warrant serve` in dev mode on `data_dir` (created or reused as it is), every listener
+    on a free 127.0.0.1 port; with `sts_endpoint`, its broker exchanges tokens there."""
     executable = Path(sys.executable).parent / "warrant"
     if not executable.exists():
         raise BenchError(f"{executable} not found; run 'make setup' to install Warrant")
-    name = f"warrant-{alg.lower()}" + ("-broker" if sts_endpoint else "")
-    data_dir = workdir / f"{name}-data"
-    ports = {setting: free_port() for setting in LISTENER_SETTINGS}
+    ports = dict(zip(LISTENER_SETTINGS, free_ports(len(LISTENER_SETTINGS)), strict=True))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARRANT_")}
     env.update({setting: f"127.0.0.1:{port}" for setting, port in ports.items()})
     env.update(
@@ -273,30 +301,67 @@ def warrant_server(
     )
     if sts_endpoint is not None:
         env["WARRANT_STS_ENDPOINT"] = sts_endpoint
-    public_url = f"http://127.0.0.1:{ports['WARRANT_PUBLIC_ADDR']}"
-    internal_url = f"http://127.0.0.1:{ports['WARRANT_INTERNAL_ADDR']}"
-    # The sandbox listener has only GET /v1/credentials (no /healthz); it opens with the others.
-    sandbox_url = f"http://127.0.0.1:{ports['WARRANT_SANDBOX_ADDR']}/v1/credentials"
-    grpc_target = f"127.0.0.1:{ports['WARRANT_GRPC_ADDR']}"
+    return WarrantLaunch(
+        name=name,
+        argv=(str(executable), "serve"),
+        env=env,
+        public_url=f"http://127.0.0.1:{ports['WARRANT_PUBLIC_ADDR']}",
+        internal_url=f"http://127.0.0.1:{ports['WARRANT_INTERNAL_ADDR']}",
+        # The sandbox listener has only GET /v1/credentials (no /healthz); it opens with the
+        # others.
+        sandbox_url=f"http://127.0.0.1:{ports['WARRANT_SANDBOX_ADDR']}/v1/credentials",
+        grpc_target=f"127.0.0.1:{ports['WARRANT_GRPC_ADDR']}",
+        data_dir=data_dir,
+    )
+
+
+@contextmanager
+def warrant_server(
+    alg: str,
+    *,
+    cpu: int | None,
+    workdir: Path,
+    sts_endpoint: str | None = None,
+    label: str | None = None,
+) -> Iterator[Warrant]:
+    """The real `warrant serve` in dev mode, on a fresh data dir under `workdir`; with
+    `sts_endpoint`, its broker exchanges tokens there (the stand-in) instead of at AWS. `label`
+    names a server apart from the session's own (its log files and data dir)."""
+    name = f"warrant-{alg.lower()}" + ("-broker" if sts_endpoint else "")
+    if label is not None:
+        name += f"-{label}"
+    launch = warrant_launch(
+        alg, data_dir=workdir / f"{name}-data", name=name, sts_endpoint=sts_endpoint
+    )
     with started(
         name,
-        [str(executable), "serve"],
-        env=env,
-        health_urls=[f"{public_url}/healthz", f"{internal_url}/healthz"],
+        launch.argv,
+        env=launch.env,
+        health_urls=[f"{launch.public_url}/healthz", f"{launch.internal_url}/healthz"],
         cpu=cpu,
         workdir=workdir,
-        probes=[Probe(f"grpc health at {grpc_target}", partial(grpc_serving, grpc_target))],
+        probes=[
+            Probe(
+                f"grpc health at {launch.grpc_target}",
+                partial(grpc_serving, launch.grpc_target),
+            )
+        ],
     ) as server:
         yield Warrant(
             server,
             alg,
-            public_url,
-            internal_url,
-            sandbox_url,
-            grpc_target,
-            data_dir,
+            launch.public_url,
+            launch.internal_url,
+            launch.sandbox_url,
+            launch.grpc_target,
+            launch.data_dir,
             sts_endpoint,
         )
+
+
+def bare_argv(port: int) -> list[str]:
+    """`python -m bench.bare` on 127.0.0.1:`port` (with python_env())."""
+    return [sys.executable, "-m", "bench.bare", "--port", str(port)]
 
 
 def python_env() -> dict[str, str]:

@@ -10,6 +10,7 @@ pinned to one integration.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from bench.servers import Warrant
 from broker.session_name import session_name
 from issuer.tenants import audience_for
 
-__all__ = ["BROKER_ALG", "TENANT", "BrokerWorld", "IntegrationRef"]
+__all__ = ["BROKER_ALG", "TENANT", "BrokerWorld", "CacheCounters", "IntegrationRef"]
 
 BROKER_ALG = "RS256"  # Warrant's default signing algorithm
 TENANT = "bench"
@@ -35,6 +36,18 @@ SETUP_KEYS = {"aws_access_key_id": "AKIASETUP0000000TEST", "aws_secret_access_ke
 REGION = "us-east-1"
 # Set-up and timed requests alike: a healthy local server answers in milliseconds.
 REQUEST_TIMEOUT = timedelta(seconds=30)
+_SAMPLE = re.compile(r"^(warrant_credential_cache_[a-z_]+?)(?:_total)? ([0-9.e+-]+)$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheCounters:
+    """The broker's session-cache metrics (GET /metrics), read at one moment."""
+
+    hits: int
+    misses: int  # requests that waited for an STS call (or were refused one)
+    refreshes: int  # STS calls the cache started
+    evictions: int
+    size: int  # sessions cached now
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +100,14 @@ class BrokerWorld:
         self._iam.close()
         self._sts.close()
 
-    def setup(self) -> None:
-        """The IAM OIDC provider for the server's issuer, and the tenant."""
+    def setup(self, *, iam: bool = True) -> None:
+        """The IAM OIDC provider for the server's issuer (unless not `iam`: an STS that checks
+        nothing, bench.quick_sts), and the tenant."""
+        if iam:
+            self._register_provider()
+        self.admin("POST", "/v1/tenants", {"slug": TENANT, "name": "Benchmark"}, expect=201)
+
+    def _register_provider(self) -> None:
         try:
             self._iam.create_open_id_connect_provider(
                 Url=self.warrant.issuer_url,
@@ -99,20 +118,20 @@ class BrokerWorld:
             raise BenchError(
                 f"cannot register the IAM OIDC provider at the stand-in: {exc}"
             ) from exc
-        self.admin("POST", "/v1/tenants", {"slug": TENANT, "name": "Benchmark"}, expect=201)
 
-    def integration(self, label: str) -> IntegrationRef:
-        """A new oidc integration `<label>-<n>` and its own role: nothing of it is cached yet."""
+    def integration(self, label: str, *, role: bool = True) -> IntegrationRef:
+        """A new oidc integration `<label>-<n>` and its own role (unless not `role`: an STS that
+        checks nothing, bench.quick_sts): nothing of it is cached yet."""
         self._count += 1
         name = f"{label}-{self._count}"
-        role = f"{self._prefix}-{name}"
+        role_name = f"{self._prefix}-{name}"
         body = self.admin(
             "POST",
             f"/v1/tenants/{TENANT}/integrations",
             {
                 "name": name,
                 "account_id": ACCOUNT,
-                "role_arn": f"arn:aws:iam::{ACCOUNT}:role/{role}",
+                "role_arn": f"arn:aws:iam::{ACCOUNT}:role/{role_name}",
             },
             expect=201,
         )
@@ -123,6 +142,12 @@ class BrokerWorld:
             region=body["region"],
             session_duration=body["session_duration"],
         )
+        if role:
+            self._create_role(ref, role_name)
+        return ref
+
+    def _create_role(self, ref: IntegrationRef, role: str) -> None:
+        """The role trusting exactly `ref`'s tokens, at the stand-in's IAM."""
         host = self.warrant.issuer_url.split("://", 1)[1]
         trust = {
             "Version": "2012-10-17",
@@ -148,17 +173,25 @@ class BrokerWorld:
             )
         except (ClientError, BotoCoreError) as exc:
             raise BenchError(f"cannot create role {role} at the stand-in: {exc}") from exc
-        return ref
 
     # The calls the benchmarks time. Each returns the response; the caller checks it.
 
-    def create_sandbox(self, ref: IntegrationRef) -> httpx.Response:
+    def create_sandbox(
+        self, ref: IntegrationRef, *, session_policy: str | None = None
+    ) -> httpx.Response:
         """POST /v1/sandboxes (container delivery): the broker mints, exchanges, stores."""
-        return self.http.post(
-            f"{self.warrant.internal_url}/v1/sandboxes",
-            json={"tenant": TENANT, "integration": ref.name},
-            headers=self._agent,
-        )
+        url, body, headers = self.sandbox_call(ref, session_policy=session_policy)
+        return self.http.post(url, json=body, headers=headers)
+
+    def sandbox_call(
+        self, ref: IntegrationRef, *, session_policy: str | None = None
+    ) -> tuple[str, dict[str, Any], dict[str, str]]:
+        """URL, JSON body and headers of POST /v1/sandboxes on `ref` (container delivery); with
+        `session_policy`, the sandbox gets a session of its own."""
+        body: dict[str, Any] = {"tenant": TENANT, "integration": ref.name}
+        if session_policy is not None:
+            body["session_policy"] = session_policy
+        return f"{self.warrant.internal_url}/v1/sandboxes", body, dict(self._agent)
 
     def mint(self, ref: IntegrationRef) -> httpx.Response:
         """POST /v1/tokens for the integration's subject: the token its role trusts."""
@@ -187,6 +220,56 @@ class BrokerWorld:
             return int(stats.get("AssumeRoleWithWebIdentity", {}).get("ok", 0))
         except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
             raise BenchError(f"cannot read the stand-in's stats at {url}: {exc}") from exc
+
+    def exchange_calls(self) -> int:
+        """AssumeRoleWithWebIdentity calls the stand-in has received so far, whatever their
+        outcome (a throttled or refused call is a call too)."""
+        return sum(self._stats().get("AssumeRoleWithWebIdentity", {}).values())
+
+    def _stats(self) -> dict[str, dict[str, int]]:
+        url = f"{self.warrant.sts_endpoint}/_standin/stats"
+        try:
+            stats = self.http.get(url).json()
+            return {
+                str(action): {str(code): int(n) for code, n in counts.items()}
+                for action, counts in stats.items()
+            }
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
+            raise BenchError(f"cannot read the stand-in's stats at {url}: {exc}") from exc
+
+    def slow_exchanges(self, delay: timedelta, count: int) -> None:
+        """The stand-in answers the next `count` STS calls as usual, but `delay` late."""
+        self._faults({"mode": "slow", "delay": delay.total_seconds(), "remaining": count})
+
+    def clear_faults(self) -> None:
+        self._faults({"mode": "none"})
+
+    def _faults(self, plan: dict[str, Any]) -> None:
+        url = f"{self.warrant.sts_endpoint}/_standin/faults"
+        try:
+            response = self.http.post(url, json=plan)
+        except httpx.HTTPError as exc:
+            raise BenchError(f"POST {url} failed: {exc}") from exc
+        if response.status_code >= 300:
+            raise BenchError(f"POST {url} answered {response.status_code}: {response.text}")
+
+    def cache_counters(self) -> CacheCounters:
+        """The session cache's counters from GET /metrics on the internal listener."""
+        url = f"{self.warrant.internal_url}/metrics"
+        try:
+            response = self.http.get(url)
+        except httpx.HTTPError as exc:
+            raise BenchError(f"GET {url} failed: {exc}") from exc
+        samples = {name: float(value) for name, value in _SAMPLE.findall(response.text)}
+        try:
+            return CacheCounters(
+                *(
+                    int(samples[f"warrant_credential_cache_{name}"])
+                    for name in ("hits", "misses", "refreshes", "evictions", "size")
+                )
+            )
+        except KeyError as exc:
+            raise BenchError(f"GET {url} has no {exc.args[0]}: {response.text[:300]}") from exc
 
     def vend(self, token: str) -> httpx.Response:
         return self.http.get(self.warrant.sandbox_url, headers={"Authorization": token})
