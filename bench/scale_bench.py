@@ -7,8 +7,9 @@ stampede  1,000 concurrent POST /v1/sandboxes on one fresh integration (nothing 
           the session is still cold and in flight; the cache's miss counter shows how many did.
 memory    VmRSS of a fresh `warrant serve` holding 100,000 live sandboxes, 10,000 cached
           sessions (9,999 sandboxes with a session policy of their own, each its own cache scope,
-          plus the integration's shared session), after one vend of every sandbox; ÷ its own RSS
-          right after start.
+          plus the integration's shared session), after one vend of every sandbox; beside its
+          own RSS right after start. The sessions are exchanged at bench.quick_sts (see there:
+          the stand-in takes minutes for 10,000), the 90,000 other sandboxes written with SQL.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from tests.broker.world import (
     CLIENT,
     FLOOR,
     LIFETIME,
+    REFRESH_AHEAD,
     SETUP_KEYS,
     World,
     open_world,
@@ -256,7 +257,9 @@ def test_one_sts_call_serves_many_concurrent_sandboxes(world: World) -> None:
                 ]
             )
 
+    started = time.monotonic()
     responses = asyncio.run(burst())
+    elapsed = time.monotonic() - started
     assert [r.status_code for r in responses] == [200] * 200
     keys = {r.json()["AccessKeyId"] for r in responses}
     # This integration's exchanges only (the stand-in's counts include other sessions' refreshes).
@@ -267,7 +270,10 @@ def test_one_sts_call_serves_many_concurrent_sandboxes(world: World) -> None:
         if record["event"] == "exchange" and record.get("integration") == integration["id"]
     ]
     assert all(record["outcome"] == "ok" for record in exchanges)
-    assert 1 <= len(exchanges) <= 2
+    # One exchange at creation, then one refresh per refresh window the burst lasted (the
+    # stand-in's credentials live 8 s and are refreshed 4 s early): never one per request.
+    refresh_window = LIFETIME.total_seconds() - float(REFRESH_AHEAD)
+    assert 1 <= len(exchanges) <= 2 + int(elapsed // refresh_window)
     assert len(keys) <= len(exchanges)
 
 
@@ -498,9 +504,12 @@ def _metric(world: World, name: str) -> float:
 def test_test_connection_reports_identity_and_capabilities(world: World) -> None:
     """POST .../test obtains credentials the real way, checks the account, probes every
     capability of the profile, and stores and audits the report."""
-    response = world.admin("POST", "/v1/tenants/acme/integrations/prod/test?profile=analysis")
-    assert response.status_code == 200, response.text
-    report = response.json()
+    for _ in range(2):  # once more if a probe timed out on a loaded CI machine (5 s each)
+        response = world.admin("POST", "/v1/tenants/acme/integrations/prod/test?profile=analysis")
+        assert response.status_code == 200, response.text
+        report = response.json()
+        if not any("no answer in" in c["detail"] for c in report["capabilities"]):
+            break
     assert report["status"] == "active"
     assert report["account"] == ACCOUNT
     assert "assumed-role/acme-reader/" in report["assumed_role_arn"]
