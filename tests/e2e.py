@@ -21,11 +21,20 @@ WARRANT = str(Path(sys.executable).parent / "warrant")
 START_TIMEOUT = 60.0
 
 
+# Ports already handed out in this process: the kernel may offer a just-closed port again, and
+# two listeners of one server on the same port fail its startup.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port nothing listens on, never one this process handed out before."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
