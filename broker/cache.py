@@ -232,7 +232,9 @@ class CachedSource:
                 # the same, or every request would repeat the IMDS and STS calls only to throw
                 # their result away. The caller still gets the error itself.
                 self._failures += 1
-                self._back_off(entry, CredentialsUnavailable(str(exc)))
+                # A fixed message: an arbitrary exception's text is not safe to show a caller.
+                failure = f"a refresh failed on Warrant's side ({type(exc).__name__}); see the log"
+                self._back_off(entry, CredentialsUnavailable(failure))
                 raise
             left = credentials.remaining(self._clock())
             if left < self._floor:
