@@ -9,17 +9,14 @@ mint             req/s of POST /v1/tokens ÷ the serial limit 1/(1/sign_rate + 1
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
-
-import httpx
 
 from bench.cpustat import Interference
 from bench.errors import BenchError
 from bench.loadgen import HttpRequest, LoadResult
 from bench.registry import Benchmark, Session
 from bench.report import Figure
-from bench.servers import Warrant
+from bench.servers import Warrant, call_json
 from issuer.discovery import DISCOVERY_PATH, JWKS_PATH
 
 __all__ = ["BENCHMARKS", "MINT_BODY", "TENANT", "document_run", "mint_run"]
@@ -30,7 +27,6 @@ MINT_ALGS = ("RS256", "ES256")
 TENANT = "acme"
 MINT_BODY = json.dumps({"tenant": TENANT}, separators=(",", ":"))
 # Set-up requests before a measurement; a healthy local server answers in milliseconds.
-SETUP_TIMEOUT = timedelta(seconds=10)
 
 
 def jwks(session: Session) -> list[Figure]:
@@ -59,7 +55,7 @@ BENCHMARKS = (
 def _document(session: Session, name: str, path: str) -> Figure:
     warrant = session.warrant("RS256")
     request = HttpRequest(warrant.public_url + path)
-    _call(warrant, request, expect=200)
+    call_json(warrant.server, request, expect=200)
     bare = session.baseline(request)
     run = session.load(name, request, warrant.server)
     return Figure(
@@ -80,7 +76,7 @@ def document_run(session: Session, name: str, path: str) -> LoadResult:
         return run
     warrant = session.warrant("RS256")
     request = HttpRequest(warrant.public_url + path)
-    _call(warrant, request, expect=200)
+    call_json(warrant.server, request, expect=200)
     return session.load(name, request, warrant.server)
 
 
@@ -110,7 +106,7 @@ def _mint_request(warrant: Warrant) -> HttpRequest:
 
 def _minted(warrant: Warrant, request: HttpRequest, name: str) -> dict[str, Any]:
     """One mint, checked: the answer has a token and its kid."""
-    token = _call(warrant, request, expect=200)
+    token = call_json(warrant.server, request, expect=200)
     if not isinstance(token.get("token"), str) or not isinstance(token.get("kid"), str):
         raise BenchError(f"{name}: POST /v1/tokens answered without a token: {token}")
     return token
@@ -152,34 +148,4 @@ def _add_tenant(warrant: Warrant) -> None:
     admin = {"Authorization": f"Bearer {warrant.api_key('admin')}"}
     body = json.dumps({"slug": TENANT, "name": "Acme Corp"})
     # 409: already there (the same server measured twice); either way the tenant exists.
-    _call(warrant, HttpRequest(url, "POST", body, admin), expect=(201, 409))
-
-
-def _call(
-    warrant: Warrant, request: HttpRequest, *, expect: int | tuple[int, ...]
-) -> dict[str, Any]:
-    """One set-up request; its JSON object answer, or BenchError with the answer (and the
-    server's stderr) when the status is not the expected one."""
-    expected = (expect,) if isinstance(expect, int) else expect
-    try:
-        response = httpx.request(
-            request.method,
-            request.url,
-            content=request.body,
-            headers=dict(request.headers),
-            timeout=SETUP_TIMEOUT.total_seconds(),
-        )
-    except httpx.HTTPError as exc:
-        warrant.server.check_alive()
-        raise BenchError(f"{request.describe()} failed: {exc}") from exc
-    if response.status_code not in expected:
-        raise BenchError(
-            f"{request.describe()} answered {response.status_code}, expected "
-            f"{' or '.join(map(str, expected))}: {response.text[:500]}\n"
-            f"{warrant.server.stderr_tail()}"
-        )
-    try:
-        value = response.json()
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    call_json(warrant.server, HttpRequest(url, "POST", body, admin), expect=(201, 409))

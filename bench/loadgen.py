@@ -345,24 +345,39 @@ class OpenLoop:
             f"--connections={self._connections}",
             f"--timeout={REQUEST_TIMEOUT.total_seconds():g}",
         ]
-        try:
-            result = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                env=self._env,
-                timeout=seconds + warmup + RUN_GRACE.total_seconds(),
-                check=False,
-                preexec_fn=child_setup(self._cpu),
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise BenchError(f"the open-loop generator did not finish {name} in time") from exc
-        if result.returncode != 0:
-            raise BenchError(
-                f"the open-loop generator failed on {name} (exit {result.returncode}): "
-                f"{result.stderr.strip()}"
-            )
-        return parse_open_loop_output(name, request, result.stdout)
+        output = run_generator(
+            "the open-loop generator",
+            name,
+            argv,
+            env=self._env,
+            cpu=self._cpu,
+            timeout=seconds + warmup + RUN_GRACE.total_seconds(),
+        )
+        return parse_open_loop_output(name, request, output)
+
+
+def run_generator(
+    what: str, name: str, argv: list[str], *, env: dict[str, str], cpu: int | None, timeout: float
+) -> str:
+    """Run a load generator process pinned to `cpu` for run `name`; its stdout, or BenchError
+    naming `what` when it fails or overruns `timeout` seconds."""
+    try:
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+            preexec_fn=child_setup(cpu),
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"{what} did not finish {name} in time") from exc
+    if result.returncode != 0:
+        raise BenchError(
+            f"{what} failed on {name} (exit {result.returncode}): {result.stderr.strip()}"
+        )
+    return result.stdout
 
 
 def parse_open_loop_output(name: str, request: HttpRequest, output: str) -> LoadResult:
@@ -452,24 +467,15 @@ class GrpcLoad:
         ]
         # The token goes in the environment, not argv: ps would show it to every user.
         env = {**self._env, TOKEN_ENV: call.authorization}
-        try:
-            result = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=seconds + warmup + RUN_GRACE.total_seconds(),
-                check=False,
-                preexec_fn=child_setup(self._cpu),
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise BenchError(f"the gRPC generator did not finish {name} in time") from exc
-        if result.returncode != 0:
-            raise BenchError(
-                f"the gRPC generator failed on {name} (exit {result.returncode}): "
-                f"{result.stderr.strip()}"
-            )
-        return parse_grpc_load_output(name, call, result.stdout)
+        output = run_generator(
+            "the gRPC generator",
+            name,
+            argv,
+            env=env,
+            cpu=self._cpu,
+            timeout=seconds + warmup + RUN_GRACE.total_seconds(),
+        )
+        return parse_grpc_load_output(name, call, output)
 
 
 def parse_grpc_load_output(name: str, call: GrpcCall, output: str) -> LoadResult:

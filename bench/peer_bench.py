@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
 from typing import Any
-
-import httpx
 
 from bench.cpustat import Interference
 from bench.errors import BenchError
@@ -33,6 +30,7 @@ from bench.oidc_peer import (
 )
 from bench.registry import Benchmark, Session
 from bench.report import Figure
+from bench.servers import call_json
 from issuer.discovery import DISCOVERY_PATH as OUR_DISCOVERY_PATH
 from issuer.discovery import JWKS_PATH as OUR_JWKS_PATH
 
@@ -41,7 +39,6 @@ __all__ = ["BENCHMARKS"]
 DOCUMENT_TARGET = 2.0  # Warrant's JWKS and discovery req/s ÷ the peer's
 MINT_TARGET = 1.5  # Warrant's minting req/s ÷ the peer's
 MINT_ALG = "RS256"  # the peer signs RS256 with RSA-2048, as Warrant's default key
-CHECK_TIMEOUT = timedelta(seconds=10)
 
 
 def peer(session: Session) -> list[Figure]:
@@ -103,7 +100,7 @@ _MINT_NOTE = (
 def _check(peer: Peer, requests: dict[str, HttpRequest]) -> None:
     """Each request answers 200 before it is loaded, and the token is the one compared."""
     for name, request in requests.items():
-        answer = _send(peer, request)
+        answer = call_json(peer.server, request, label=peer.label)
         if name.startswith("mint"):
             _check_token(peer, answer)
         elif name == "discovery" and answer.get("issuer") != peer.url:
@@ -126,27 +123,6 @@ def _check_token(peer: Peer, answer: dict[str, Any]) -> None:
 
 def _segment(part: str) -> dict[str, Any]:
     value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return value if isinstance(value, dict) else {}
-
-
-def _send(peer: Peer, request: HttpRequest) -> dict[str, Any]:
-    try:
-        response = httpx.request(
-            request.method,
-            request.url,
-            content=request.body,
-            headers=dict(request.headers),
-            timeout=CHECK_TIMEOUT.total_seconds(),
-        )
-    except httpx.HTTPError as exc:
-        peer.server.check_alive()
-        raise BenchError(f"{request.describe()} at {peer.label} failed: {exc}") from exc
-    if response.status_code != 200:
-        raise BenchError(
-            f"{peer.label} answered {request.describe()} with {response.status_code}: "
-            f"{response.text[:300]}\n{peer.server.stderr_tail()}"
-        )
-    value = response.json()
     return value if isinstance(value, dict) else {}
 
 

@@ -249,52 +249,63 @@ class Session:
         return min(results, key=noise)
 
     def _measure(self, name: str, request: HttpRequest, server: RunningServer) -> LoadResult:
-        meter = CpuMeter(server.process.pid, self._cpus.server, self._cpus.loadgen)
-        meter.start()
-        result = self._wrk.run(name, request, self.options.duration)
-        result = replace(result, interference=meter.stop())
-        server.check_alive()
-        errors = f", ERRORS: {result.error_summary()}" if result.errors else ""
-        self._progress(
-            f"  {result.requests_per_second:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
-            f"p99 {result.p99_ms:.2f} ms{errors}{_others(result.interference)}"
+        return self._metered(
+            server,
+            lambda: self._wrk.run(name, request, self.options.duration),
+            lambda r: (
+                f"{r.requests_per_second:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms"
+            ),
         )
-        return result
 
     def _measure_at_rate(
         self, name: str, request: HttpRequest, rate: float, server: RunningServer
     ) -> LoadResult:
-        meter = CpuMeter(server.process.pid, self._cpus.server, self._cpus.loadgen)
-        meter.start()
-        result = self._open_loop.run(
-            name, request, rate=rate, seconds=self.options.duration, warmup=self.options.warmup
+        def summary(r: LoadResult) -> str:
+            lag = (r.generator or {}).get("send_lag_p99_ms", 0.0)
+            return (
+                f"{r.requests_per_second:,.0f} req/s done, p50 {r.p50_ms:.2f} ms, "
+                f"p90 {r.p90_ms:.2f} ms, p99 {r.p99_ms:.2f} ms (generator send lag p99 "
+                f"{lag:.3f} ms)"
+            )
+
+        return self._metered(
+            server,
+            lambda: self._open_loop.run(
+                name, request, rate=rate, seconds=self.options.duration, warmup=self.options.warmup
+            ),
+            summary,
         )
-        result = replace(result, interference=meter.stop())
-        server.check_alive()
-        errors = f", ERRORS: {result.error_summary()}" if result.errors else ""
-        lag = (result.generator or {}).get("send_lag_p99_ms", 0.0)
-        self._progress(
-            f"  {result.requests_per_second:,.0f} req/s done, p50 {result.p50_ms:.2f} ms, "
-            f"p90 {result.p90_ms:.2f} ms, p99 {result.p99_ms:.2f} ms (generator send lag p99 "
-            f"{lag:.3f} ms){errors}{_others(result.interference)}"
-        )
-        return result
 
     def _measure_grpc(self, name: str, call: GrpcCall, server: RunningServer) -> LoadResult:
+        def summary(r: LoadResult) -> str:
+            busy = (r.generator or {}).get("busy_pct", 0.0)
+            return (
+                f"{r.requests_per_second:,.0f} RPC/s, p50 {r.p50_ms:.2f} ms, "
+                f"p99 {r.p99_ms:.2f} ms (generator busy {busy:g}% of its CPU)"
+            )
+
+        return self._metered(
+            server,
+            lambda: self._grpc_load.run(
+                name, call, seconds=self.options.duration, warmup=self.options.warmup
+            ),
+            summary,
+        )
+
+    def _metered(
+        self,
+        server: RunningServer,
+        run: Callable[[], LoadResult],
+        summary: Callable[[LoadResult], str],
+    ) -> LoadResult:
+        """`run()` with the pinned CPUs' interference measured around it, the server checked
+        alive after it, and one progress line: `summary`, errors, interference."""
         meter = CpuMeter(server.process.pid, self._cpus.server, self._cpus.loadgen)
         meter.start()
-        result = self._grpc_load.run(
-            name, call, seconds=self.options.duration, warmup=self.options.warmup
-        )
-        result = replace(result, interference=meter.stop())
+        result = replace(run(), interference=meter.stop())
         server.check_alive()
         errors = f", ERRORS: {result.error_summary()}" if result.errors else ""
-        busy = (result.generator or {}).get("busy_pct", 0.0)
-        self._progress(
-            f"  {result.requests_per_second:,.0f} RPC/s, p50 {result.p50_ms:.2f} ms, "
-            f"p99 {result.p99_ms:.2f} ms (generator busy {busy:g}% of its CPU){errors}"
-            f"{_others(result.interference)}"
-        )
+        self._progress(f"  {summary(result)}{errors}{_others(result.interference)}")
         return result
 
     def _measure_latency(

@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.bare import PATH
 from bench.errors import BenchError
+from bench.loadgen import HttpRequest
 from bench.machine import child_setup
 
 __all__ = [
@@ -370,3 +371,42 @@ def python_env() -> dict[str, str]:
     repo_root = str(Path(__file__).resolve().parent.parent)
     python_path = [repo_root, *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+
+
+SETUP_TIMEOUT = timedelta(seconds=10)
+
+
+def call_json(
+    server: RunningServer,
+    request: HttpRequest,
+    *,
+    expect: int | tuple[int, ...] = 200,
+    label: str | None = None,
+) -> dict[str, Any]:
+    """One set-up or check request to `server` (`label` names it in errors); its JSON object
+    answer, or BenchError with the answer (and the server's stderr) when the status is not the
+    expected one."""
+    expected = (expect,) if isinstance(expect, int) else expect
+    where = f" at {label}" if label else ""
+    try:
+        response = httpx.request(
+            request.method,
+            request.url,
+            content=request.body,
+            headers=dict(request.headers),
+            timeout=SETUP_TIMEOUT.total_seconds(),
+        )
+    except httpx.HTTPError as exc:
+        server.check_alive()
+        raise BenchError(f"{request.describe()}{where} failed: {exc}") from exc
+    if response.status_code not in expected:
+        raise BenchError(
+            f"{request.describe()}{where} answered {response.status_code}, expected "
+            f"{' or '.join(map(str, expected))}: {response.text[:500]}\n"
+            f"{server.stderr_tail()}"
+        )
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

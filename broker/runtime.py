@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
-from starlette.applications import Starlette
 
 from broker.cache import CachedSource
 from broker.connection import ConnectionTester
@@ -34,6 +33,7 @@ from broker.sources.web_identity import WebIdentitySource
 from broker.sts import StsClients
 from issuer.app import create_internal_app
 from issuer.audit import AuditLog
+from issuer.fastpath import HotRoutes
 from issuer.minting import TokenMinter
 from issuer.openapi import openapi_route
 from issuer.runtime import IssuerRuntime, utc_now
@@ -61,8 +61,8 @@ class WarrantRuntime:
     service: BrokerService
     cache: CachedSource
     audit: AuditLog
-    internal_app: Starlette
-    sandbox_app: Starlette
+    internal_app: HotRoutes
+    sandbox_app: HotRoutes
     grpc_server: GrpcServer | None
     _sts: StsClients
     _imds_http: httpx.AsyncClient

@@ -6,6 +6,7 @@ after its audit record is durably written.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -92,6 +93,9 @@ class BrokerService:
         self._integration_cache: TTLCache[str, Integration] = TTLCache(
             maxsize=10_000, ttl=INTEGRATION_CACHE_TTL.total_seconds(), timer=self._timer
         )
+        self._vends_ok = metrics.vends.labels("ok")
+        self._vends_error = metrics.vends.labels("error")
+        self._vends_denied = metrics.vends.labels("denied")
 
     def _timer(self) -> float:
         return self._clock().timestamp()
@@ -279,6 +283,12 @@ class BrokerService:
         )
         if delivery is Delivery.ENV:
             return await self._create_env_sandbox(integration, ttl, policy, request_id)
+        # Obtain (and cache) the session before handing out the token: a broken integration
+        # fails here, with STS's reason and a hint, for the trusted caller, rather than later
+        # inside the sandbox. A sandbox without a policy of its own shares the integration's
+        # session, which does not depend on it: that fetch (an STS call when cold) runs while
+        # the sandbox row is written, and completes (cached) even if the row cannot be.
+        shared = None if policy is not None else self._shared_fetch(integration)
         sandbox, token = await self._sandboxes.create(
             tenant=integration.tenant,
             integration_id=integration.id,
@@ -288,12 +298,13 @@ class BrokerService:
         )
         if token is None:  # container delivery always has a token
             raise BrokerError("sandbox store returned no token for a container sandbox")
-        # Obtain (and cache) the session before handing out the token: a broken integration
-        # fails here, with STS's reason and a hint, for the trusted caller, rather than later
-        # inside the sandbox. The sandbox is revoked at once if it cannot get credentials, or
-        # if its creation cannot be audited: no sandbox lives without its record.
+        # The sandbox is revoked at once if it cannot get credentials, or if its creation
+        # cannot be audited: no sandbox lives without its record.
         try:
-            await self._source.fetch(self._request(integration, policy, sandbox.id))
+            if shared is not None:
+                await shared
+            else:
+                await self._source.fetch(self._request(integration, policy, sandbox.id))
             await self._audit.write(
                 self._sandbox_event("sandbox.create", sandbox, integration, request_id)
             )
@@ -312,6 +323,13 @@ class BrokerService:
         }
         return SandboxGrant(sandbox=sandbox, env=env)
 
+    def _shared_fetch(self, integration: Integration) -> asyncio.Task[AwsCredentials]:
+        task = asyncio.create_task(self._source.fetch(self._request(integration, None)))
+        # Retrieved even when nobody awaits it (the row could not be written): never an
+        # "exception was never retrieved" warning.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
     async def _create_env_sandbox(
         self, integration: Integration, ttl: int, policy: str | None, request_id: str | None
     ) -> SandboxGrant:
@@ -326,7 +344,8 @@ class BrokerService:
             session_policy=policy,
         )
         try:
-            credentials = await self._fetch(integration, sandbox, request_id)
+            request = self._request(integration, sandbox.session_policy, sandbox.id)
+            credentials = await self._fetch(request, sandbox, request_id)
             await self._audit.write(
                 self._sandbox_event("sandbox.create", sandbox, integration, request_id)
             )
@@ -359,10 +378,13 @@ class BrokerService:
 
     async def vend(self, token: str, *, request_id: str | None = None) -> AwsCredentials:
         """Credentials for the sandbox that holds `token`. Unknown, expired and revoked tokens
-        are indistinguishable (401), and nothing about other tenants is revealed."""
+        are indistinguishable (401), and nothing about other tenants is revealed.
+
+        The hot path of the sandbox listener: with the sandbox, its integration and its session
+        cached, it makes no query and no STS call, only the audit record."""
         sandbox = await self._auth.authenticate(token)
         if sandbox is None or not sandbox.live(self._clock()):
-            self._metrics.vends.labels("denied").inc()
+            self._vends_denied.inc()
             await self._audit.write(
                 AuditEvent(
                     event="vend",
@@ -373,12 +395,13 @@ class BrokerService:
             )
             raise Unauthenticated("invalid, expired or revoked sandbox token")
         integration = await self._integration(sandbox.integration_id)
+        request = self._request(integration, sandbox.session_policy, sandbox.id)
         try:
-            credentials = await self._fetch(integration, sandbox, request_id)
+            credentials = await self._fetch(request, sandbox, request_id)
         except Exception:
-            self._metrics.vends.labels("error").inc()
+            self._vends_error.inc()
             raise
-        self._metrics.vends.labels("ok").inc()
+        self._vends_ok.inc()
         self._metrics.vended_remaining.observe(credentials.remaining(self._clock()).total_seconds())
         return credentials
 
@@ -411,33 +434,31 @@ class BrokerService:
         )
 
     async def _fetch(
-        self, integration: Integration, sandbox: Sandbox, request_id: str | None
+        self, request: CredentialRequest, sandbox: Sandbox, request_id: str | None
     ) -> AwsCredentials:
-        request = self._request(integration, sandbox.session_policy, sandbox.id)
-        event = AuditEvent(
-            event="vend",
-            outcome="ok",
-            tenant=integration.tenant,
-            integration=integration.id,
-            sandbox=sandbox.id,
-            role_arn=integration.target_role_arn or integration.role_arn,
-            session_name=request.session_name,
-            request_id=request_id,
-        )
         try:
             credentials = await self._source.fetch(request)
-        except (CredentialsUnavailable, CredentialsRejected) as exc:
-            await self._audit.write(
-                replace(event, outcome="error", sts_error=exc.sts_code, detail=exc.message)
-            )
-            raise
         except BrokerError as exc:
-            await self._audit.write(replace(event, outcome="error", detail=exc.message))
+            sts_code = (
+                exc.sts_code
+                if isinstance(exc, CredentialsUnavailable | CredentialsRejected)
+                else None
+            )
+            await self._audit.write(
+                _vend_event(
+                    request, sandbox, request_id, "error", sts_error=sts_code, detail=exc.message
+                )
+            )
             raise
         # Fail closed: the audit record is durable before the credentials leave.
         await self._audit.write(
-            replace(
-                event, access_key_id=credentials.access_key_id, expiration=credentials.expiration
+            _vend_event(
+                request,
+                sandbox,
+                request_id,
+                "ok",
+                access_key_id=credentials.access_key_id,
+                expiration=credentials.expiration,
             )
         )
         return credentials
@@ -472,3 +493,24 @@ class BrokerService:
             expiration=sandbox.expires_at,
             request_id=request_id,
         )
+
+
+def _vend_event(
+    request: CredentialRequest,
+    sandbox: Sandbox,
+    request_id: str | None,
+    outcome: str,
+    **fields: Any,
+) -> AuditEvent:
+    integration = request.integration
+    return AuditEvent(
+        event="vend",
+        outcome=outcome,
+        tenant=integration.tenant,
+        integration=integration.id,
+        sandbox=sandbox.id,
+        role_arn=integration.target_role_arn or integration.role_arn,
+        session_name=request.session_name,
+        request_id=request_id,
+        **fields,
+    )

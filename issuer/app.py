@@ -24,7 +24,7 @@ from issuer.auth import Authenticator
 from issuer.discovery import AUTHORIZE_PATH, DISCOVERY_PATH, JWKS_PATH
 from issuer.documents import StaticDocument
 from issuer.errors import IssuerError
-from issuer.fastpath import JsonAnswer, JsonEndpoint, RawRequest
+from issuer.fastpath import HotRoutes, JsonAnswer, JsonEndpoint, RawRequest
 from issuer.http import (
     handle_error,
     iso,
@@ -277,11 +277,12 @@ class InternalApi:
 
 def create_internal_app(
     api: InternalApi, metrics: Metrics, extra_routes: Sequence[BaseRoute] = ()
-) -> Starlette:
+) -> HotRoutes:
     """`extra_routes` come first, so a layer above may take over one of ours (the broker
-    handles tenant removal, which must revoke sandboxes too)."""
-    return Starlette(
+    handles tenant removal, which must revoke sandboxes too). Minting is served hot."""
+    app = Starlette(
         routes=[*extra_routes, *api.routes()],
         exception_handlers=_error_handlers(),
         middleware=[Middleware(metrics.middleware("internal"))],
     )
+    return HotRoutes(app, metrics, "internal")

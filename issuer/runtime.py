@@ -21,6 +21,7 @@ from issuer.app import InternalApi, create_internal_app, create_public_app
 from issuer.audit import AuditEvent, AuditLog, CountedAuditLog, FileAuditLog
 from issuer.auth import Authenticator
 from issuer.db import create_engine, ping
+from issuer.fastpath import HotRoutes
 from issuer.key_stores import build_key_store, maintenance_turn
 from issuer.keyring import KeyRing
 from issuer.metrics import Metrics
@@ -82,7 +83,7 @@ class IssuerRuntime:
     keyring: KeyRing
     metrics: Metrics
     public_app: Starlette
-    internal_app: Starlette  # the issuer's routes alone; the broker composes its own
+    internal_app: HotRoutes  # the issuer's routes alone; the broker composes its own
     api_key_files: dict[Role, Path]
     api: InternalApi
     authenticator: Authenticator

@@ -75,7 +75,9 @@ def rotate(ctx: click.Context, force: bool) -> None:
     click.echo(f"rotated: {new_active} is now active; {outcome.retired_kid} is retired")
 
 
-@keys.command(name="revoke")
+# A kid is base64url, so one in 32 starts with "-": revoke has no options of its own
+# (only --help), so anything else that looks like one is the kid.
+@keys.command(name="revoke", context_settings={"ignore_unknown_options": True})
 @click.argument("kid")
 @click.pass_context
 def revoke(ctx: click.Context, kid: str) -> None:

@@ -24,17 +24,38 @@ START_TIMEOUT = 60.0
 # Ports already handed out in this process: the kernel may offer a just-closed port again, and
 # two listeners of one server on the same port fail its startup.
 _HANDED_OUT: set[int] = set()
+# Ports for the servers tests start come from below Linux's ephemeral range (32768-60999), which
+# the kernel hands to outgoing connections: a port picked there with bind(0) could be taken by
+# some client's connection before the server binds it (seen: "Address already in use" for a
+# whole module). Each pytest-xdist worker has a slice of its own, so workers never race either.
+_PORTS_FIRST = 20_000
+_PORTS_PER_WORKER = 1_500
+_WORKER_SLICES = 8
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...
+    digits = worker.removeprefix("gw")
+    return int(digits) % _WORKER_SLICES if digits.isdigit() else 0
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on, never one this process handed out before."""
-    while True:
+    """A loopback port nothing listens on, never one this process handed out before, from this
+    worker's slice below the ephemeral range."""
+    first = _PORTS_FIRST + _worker_index() * _PORTS_PER_WORKER
+    start = (os.getpid() * 7) % _PORTS_PER_WORKER  # a second run beside this one starts apart
+    for step in range(_PORTS_PER_WORKER):
+        port = first + (start + step) % _PORTS_PER_WORKER
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port left in {first}-{first + _PORTS_PER_WORKER - 1}")
 
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:

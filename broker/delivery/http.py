@@ -4,6 +4,7 @@ sandbox-facing listener that serves credentials and nothing else."""
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from broker.cache import MAXSIZE as SESSION_CACHE_SIZE
 from broker.errors import CredentialsRejected, CredentialsUnavailable
 from broker.model import AwsCredentials, Delivery, Integration, Sandbox
 from broker.service import BrokerService
@@ -24,7 +26,7 @@ from broker.setup import Format, PolicyChoice, Profile
 from issuer.apikeys import Role
 from issuer.auth import Authenticator
 from issuer.errors import BadRequest, IssuerError
-from issuer.fastpath import JsonAnswer, JsonEndpoint, RawRequest
+from issuer.fastpath import HotRoutes, JsonAnswer, JsonEndpoint, RawRequest
 from issuer.http import (
     handle_error,
     iso,
@@ -98,8 +100,13 @@ def sandbox_json(sandbox: Sandbox, now: datetime) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=SESSION_CACHE_SIZE)
 def container_credentials_json(credentials: AwsCredentials) -> bytes:
-    """The container-credentials shape every AWS SDK reads: note `Token`, not `SessionToken`."""
+    """The container-credentials shape every AWS SDK reads: note `Token`, not `SessionToken`.
+
+    Every sandbox of a session is vended the same credentials until they are refreshed, so each
+    session's JSON is encoded once (the cache holds no more than the session cache already does).
+    """
     body: dict[str, str] = {
         "AccessKeyId": credentials.access_key_id,
         "SecretAccessKey": credentials.secret_access_key,
@@ -338,14 +345,14 @@ async def _sandbox_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=502, headers={"x-request-id": rid})
 
 
-def create_sandbox_app(service: BrokerService, metrics: Metrics) -> Starlette:
-    """The sandbox-facing listener: GET /v1/credentials, nothing else."""
+def create_sandbox_app(service: BrokerService, metrics: Metrics) -> HotRoutes:
+    """The sandbox-facing listener: GET /v1/credentials (served hot), nothing else."""
     handlers: dict[Any, Any] = {
         Exception: _sandbox_error,
         IssuerError: _sandbox_error,
         HTTPException: _sandbox_error,
     }
-    return Starlette(
+    app = Starlette(
         routes=[
             Route(
                 "/v1/credentials",
@@ -356,3 +363,4 @@ def create_sandbox_app(service: BrokerService, metrics: Metrics) -> Starlette:
         exception_handlers=handlers,
         middleware=[Middleware(metrics.middleware("sandbox"))],
     )
+    return HotRoutes(app, metrics, "sandbox")

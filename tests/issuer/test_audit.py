@@ -4,6 +4,7 @@ group-committed under concurrency, and failing closed when the disk refuses."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import os
@@ -14,8 +15,11 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from issuer.audit import (
     AuditEvent,
@@ -324,3 +328,59 @@ def _conforms(path: Path, clock: Clock) -> AuditLog:
 def test_file_log_satisfies_the_protocol(path: Path, clock: Clock) -> None:
     """FileAuditLog is an AuditLog (checked by mypy) and its repr names only the path."""
     assert repr(_conforms(path, clock)) == f"FileAuditLog(path={path!r})"
+
+
+# -- render: hand-built, equal to the json.dumps oracle ----------------------------------------
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=600) | st.sampled_from(
+    ["", '"', "\\", "\n", "\u2028", "\x00", "é", "😀", "a" * 501]
+)
+_MOMENTS = st.datetimes(
+    min_value=datetime(1970, 1, 2),  # noqa: DTZ001 - hypothesis wants naive bounds
+    max_value=datetime(9999, 12, 30),  # noqa: DTZ001
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone.min]),
+)
+
+
+def _oracle(event: AuditEvent, now: datetime) -> str:
+    """What render promises, restated with a dict and json.dumps."""
+
+    def stamp(moment: datetime) -> str:
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+            f"{moment.microsecond // 1000:03d}Z"
+        )
+
+    record = {"time": stamp(now)}
+    for name in KEYS[1:]:
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            value = stamp(value)
+        elif name == "detail" and len(value) > 500:
+            value = value[:497] + "..."
+        record[name] = value
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+
+
+_TEXT_FIELDS = [name for name in KEYS[3:] if name != "expiration"]
+
+
+@given(
+    event=_TEXT,
+    outcome=_TEXT,
+    texts=st.lists(_TEXT | st.none(), min_size=len(_TEXT_FIELDS), max_size=len(_TEXT_FIELDS)),
+    expiration=_MOMENTS | st.none(),
+    now=_MOMENTS,
+)
+@settings(max_examples=300, deadline=None, database=None)
+def test_render_equals_json_dumps(
+    event: str, outcome: str, texts: list[str | None], expiration: datetime | None, now: datetime
+) -> None:
+    record = AuditEvent(event, outcome, expiration=expiration)
+    fields: dict[str, Any] = dict(zip(_TEXT_FIELDS, texts, strict=True))
+    record = dataclasses.replace(record, **fields)
+    line = render(record, now)
+    assert line == _oracle(record, now)
+    assert line.isascii()
+    assert "\n" not in line

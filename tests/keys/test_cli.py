@@ -148,8 +148,13 @@ def test_revoke_prints_the_outcome(run: Callable[..., Result], manager: KeyManag
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(("revoke", "nope"), "no key with kid 'nope'"), (("rotate",), "nothing to rotate")],
-    ids=["unknown kid", "empty store"],
+    [
+        (("revoke", "nope"), "no key with kid 'nope'"),
+        (("revoke", "-Eh_x"), "no key with kid '-Eh_x'"),
+        (("revoke", "--E-x"), "no key with kid '--E-x'"),
+        (("rotate",), "nothing to rotate"),
+    ],
+    ids=["unknown kid", "kid starting with -", "kid starting with --", "empty store"],
 )
 def test_errors_exit_1_without_traceback(
     run: Callable[..., Result], args: tuple[str, ...], message: str
@@ -194,3 +199,10 @@ def test_factory_errors_are_clean() -> None:
 
     result = CliRunner().invoke(keys, ["list"], obj=Context(broken))
     assert_clean_failure(result, "WARRANT_KEY_PUBLISH_AHEAD is too short")
+
+
+def test_revoke_help_still_works(run: Callable[..., Result]) -> None:
+    """Accepting kids that start with "-" does not swallow --help."""
+    result = run("revoke", "--help")
+    assert result.exit_code == 0, result.output
+    assert "Drop KID from the JWKS now" in result.stdout
