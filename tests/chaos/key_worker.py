@@ -1,8 +1,10 @@
 """A zygote for the SIGKILL trials: imports the keys package once, then forks one worker per trial
-that runs lifecycle operations on a FileKeyStore in a tight loop until the test kills it.
+that runs lifecycle operations on a key store in a tight loop until the test kills it.
 
     python -m tests.chaos.key_worker        (from the repository root)
-    stdin:  one JSON object per trial: {"store", "journal", "seed", "start"}
+    stdin:  one JSON object per trial: {"store", "journal", "seed", "start"}, where "store" is
+            {"kind": "file", "path": directory} or {"kind": "database", "url": SQLAlchemy URL,
+            "kek": base64 key-encryption key} (SqlKeyStore, sealed keys)
     stdout: {"pid": n} once the worker is forked, then {"pid": n, "signal": s, "exit": e}
             once it has ended (signal 9 is the expected end; an exit status means it failed)
 
@@ -16,6 +18,7 @@ O_APPEND file: a SIGKILL loses no line already written, though it may cut the la
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
@@ -24,12 +27,16 @@ import traceback
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from issuer.db import create_engine
+from issuer.key_store_sql import SqlKeyStore
 from keys.errors import RotationRefused, UnknownKey
 from keys.file_store import FileKeyStore
 from keys.manager import KeyManager
 from keys.model import Algorithm, KeyRecord, KeyState, RotationPolicy
+from keys.protocols import KeyStore
+from keys.sealed import KeyEncryptionKey, SealedCustodian
 
-__all__ = ["OPERATIONS", "POLICY", "STEP", "encode_record"]
+__all__ = ["OPERATIONS", "POLICY", "STEP", "encode_record", "open_store"]
 
 POLICY = RotationPolicy()
 # Simulated time per operation: retired keys expire (retire_for is 70 min) after a few
@@ -68,13 +75,21 @@ def encode_record(record: KeyRecord) -> dict[str, str | None]:
     }
 
 
+def open_store(spec: dict[str, str]) -> KeyStore:
+    """The store a trial's `store` object names, as the service would open it."""
+    if spec["kind"] == "file":
+        return FileKeyStore(Path(spec["path"]), lock_timeout=LOCK_TIMEOUT)
+    custodian = SealedCustodian(KeyEncryptionKey(base64.b64decode(spec["kek"])))
+    return SqlKeyStore(create_engine(spec["url"]), custodian, lock_timeout=LOCK_TIMEOUT)
+
+
 def _journal(fd: int, entry: dict[str, object]) -> None:
     os.write(fd, (json.dumps(entry, separators=(",", ":")) + "\n").encode())
 
 
-async def _work(store_dir: str, fd: int, rng: random.Random, start: datetime) -> None:
+async def _work(spec: dict[str, str], fd: int, rng: random.Random, start: datetime) -> None:
     clock = _Clock(start)
-    store = FileKeyStore(Path(store_dir), lock_timeout=LOCK_TIMEOUT)
+    store = open_store(spec)
     managers = {alg: KeyManager(store, POLICY, alg, clock) for alg in Algorithm}
     records = (await store.load()).records
     while True:
@@ -120,7 +135,9 @@ def _child(command: dict[str, object]) -> None:
         )
         rng = random.Random(int(str(command["seed"])))  # noqa: S311 - seeded, not secret
         start = datetime.fromisoformat(str(command["start"]))
-        asyncio.run(_work(str(command["store"]), fd, rng, start))
+        store = command["store"]
+        assert isinstance(store, dict)
+        asyncio.run(_work(store, fd, rng, start))
     except BaseException:  # the worker only ends by SIGKILL: anything else is a finding
         traceback.print_exc(file=sys.stderr)
         sys.stderr.flush()
