@@ -8,16 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import Any
-
-from aiobotocore.session import AioSession
-from botocore.config import Config
-from botocore.exceptions import ClientError
+from typing import TYPE_CHECKING, Any
 
 from broker.errors import BrokerError
 from broker.model import AwsCredentials, CredentialRequest
 from broker.protocols import CredentialSource
 from broker.setup import Profile
+from keys.botocore_lazy import new_session
+
+if TYPE_CHECKING:
+    from aiobotocore.session import AioSession
 
 # One probe may take this long; a capability that does not answer by then is reported as an
 # error, not a denial (it says nothing about permissions).
@@ -150,7 +150,7 @@ class ConnectionTester:
         self._source = source
         self._clock = clock
         self._endpoint_url = endpoint_url  # the local stand-in; None means AWS itself
-        self._session = session or AioSession()
+        self._session = session  # made at the first probe: see keys.botocore_lazy
 
     async def test(
         self, request: CredentialRequest, profile: Profile, progress: Progress | None = None
@@ -204,10 +204,6 @@ class ConnectionTester:
                 probe.operation,
                 probe.params(self._clock().date()),
             )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = "denied" if code in DENIED_CODES else "error"
-            return CapabilityResult(probe.capability, status, f"{call}: {code}")
         except TimeoutError:
             return CapabilityResult(
                 probe.capability,
@@ -215,8 +211,7 @@ class ConnectionTester:
                 f"{call}: no answer in {PROBE_TIMEOUT.total_seconds():.0f} s",
             )
         except Exception as exc:
-            # botocore's parser errors are not BotoCoreErrors: any failure is this probe's.
-            return CapabilityResult(probe.capability, "error", f"{call}: {type(exc).__name__}")
+            return _failed(probe.capability, call, exc)
         return CapabilityResult(probe.capability, "allowed", call)
 
     async def _call(
@@ -228,6 +223,10 @@ class ConnectionTester:
         params: dict[str, Any],
     ) -> dict[str, Any]:
         seconds = PROBE_TIMEOUT.total_seconds()
+        from botocore.config import Config  # noqa: PLC0415 - see keys.botocore_lazy
+
+        if self._session is None:
+            self._session = new_session()
         config = Config(
             connect_timeout=seconds, read_timeout=seconds, retries={"total_max_attempts": 1}
         )
@@ -243,3 +242,15 @@ class ConnectionTester:
             async with asyncio.timeout(seconds):
                 result: dict[str, Any] = await getattr(client, operation)(**params)
         return result
+
+
+def _failed(capability: str, call: str, exc: Exception) -> CapabilityResult:
+    """A probe's failure: AWS's refusal (denied, or an error with its code), or anything else."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415 - see keys.botocore_lazy
+
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = "denied" if code in DENIED_CODES else "error"
+        return CapabilityResult(capability, status, f"{call}: {code}")
+    # botocore's parser errors are not BotoCoreErrors: any failure is this probe's.
+    return CapabilityResult(capability, "error", f"{call}: {type(exc).__name__}")

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
-from botocore import UNSIGNED
-
 from broker.model import AwsCredentials
+from keys.botocore_lazy import new_session
 
 if TYPE_CHECKING:
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import AioSession
     from types_aiobotocore_sts import STSClient
     from types_aiobotocore_sts.type_defs import AssumedRoleUserTypeDef, CredentialsTypeDef
 
@@ -64,7 +63,7 @@ class StsClients:
     ) -> None:
         if max_signed < 1:
             raise ValueError("max_signed must be at least 1")
-        self._session = session if session is not None else AioSession()
+        self._session = session  # made at the first client: see keys.botocore_lazy
         self._endpoint_url = endpoint_url  # WARRANT_STS_ENDPOINT: the local stand-in
         self._max_signed = max_signed
         self._stack = contextlib.AsyncExitStack()
@@ -89,7 +88,7 @@ class StsClients:
             if client is None:
                 config = _config(unsigned=True)
                 client = await self._stack.enter_async_context(
-                    self._session.create_client(
+                    self._aio_session().create_client(
                         "sts",
                         region_name=region,
                         endpoint_url=self.endpoint(region),
@@ -135,7 +134,7 @@ class StsClients:
             if pooled is None:
                 stack = contextlib.AsyncExitStack()
                 client = await stack.enter_async_context(
-                    self._session.create_client(
+                    self._aio_session().create_client(
                         "sts",
                         region_name=region,
                         endpoint_url=self.endpoint(region),
@@ -158,12 +157,20 @@ class StsClients:
             await old.stack.aclose()
         return pooled
 
+    def _aio_session(self) -> AioSession:
+        if self._session is None:
+            self._session = new_session()
+        return self._session
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("StsClients is closed")
 
 
 def _config(*, unsigned: bool = False) -> AioConfig:
+    from aiobotocore.config import AioConfig  # noqa: PLC0415 - see keys.botocore_lazy
+    from botocore import UNSIGNED  # noqa: PLC0415
+
     config = AioConfig(
         connect_timeout=CONNECT_TIMEOUT.total_seconds(),
         read_timeout=READ_TIMEOUT.total_seconds(),

@@ -18,27 +18,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-)
-
 from issuer.discovery import DISCOVERY_PATH
 from issuer.documents import StaticDocument
 from issuer.errors import IssuerError
 from issuer.keyring import KeyRing
 from issuer.settings import PublishTarget
+from keys.botocore_lazy import call_errors, new_session
 from keys.protocols import KeyStore
 
 if TYPE_CHECKING:
-    from aiobotocore.session import ClientCreatorContext
+    from aiobotocore.session import AioSession, ClientCreatorContext
     from types_aiobotocore_s3 import S3Client
 
 __all__ = [
@@ -118,12 +107,14 @@ def open_s3_client(
     """An S3 client with explicit timeouts. `endpoint_url` is WARRANT_AWS_ENDPOINT (the local
     stand-in or moto in tests); None leaves it to botocore, which also honours AWS_ENDPOINT_URL.
     Credentials and region come from the usual AWS chain (env, profile, pod or instance role)."""
+    from aiobotocore.config import AioConfig  # noqa: PLC0415 - see keys.botocore_lazy
+
     config = AioConfig(
         connect_timeout=CONNECT_TIMEOUT.total_seconds(),
         read_timeout=READ_TIMEOUT.total_seconds(),
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
     )
-    return (session or AioSession()).create_client("s3", endpoint_url=endpoint_url, config=config)
+    return (session or new_session()).create_client("s3", endpoint_url=endpoint_url, config=config)
 
 
 class S3Publisher:
@@ -162,11 +153,20 @@ class S3Publisher:
                 ContentType=published.content_type,
                 CacheControl=published.cache_control,
             )
-        except (BotoCoreError, ClientError) as exc:
+        except call_errors() as exc:
             raise self._explain(exc, published) from exc
         return published
 
-    def _explain(self, exc: BotoCoreError | ClientError, target: PublishedObject) -> PublishError:
+    def _explain(self, exc: Exception, target: PublishedObject) -> PublishError:
+        from botocore.exceptions import (  # noqa: PLC0415 - see keys.botocore_lazy
+            ClientError,
+            ConnectionClosedError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ReadTimeoutError,
+        )
+
         endpoint = self._client.meta.endpoint_url
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "") or "unknown"

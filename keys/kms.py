@@ -19,15 +19,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -35,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from joserfc.jwk import ECKey, RSAKey
 
+from keys.botocore_lazy import call_errors
 from keys.errors import KeysError
 from keys.jwk import JoseKey, public_jwk
 from keys.model import Algorithm
@@ -136,7 +128,21 @@ def kms_errors(operation: str, key: str | None = None) -> Iterator[None]:
     subject = f"KMS {operation}" + (f" on {key}" if key else "")
     try:
         yield
-    except ClientError as exc:
+    except call_errors() as exc:
+        raise _translate(exc, subject, operation) from exc
+
+
+def _translate(exc: Exception, subject: str, operation: str) -> KmsError:
+    from botocore.exceptions import (  # noqa: PLC0415 - see keys.botocore_lazy
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         aws_message = str(error.get("Message", "")).strip()[:_MAX_AWS_MESSAGE]
@@ -146,24 +152,21 @@ def kms_errors(operation: str, key: str | None = None) -> Iterator[None]:
             parts.append(f"({aws_message})")
         text = " ".join(parts) + (f"; {hint}" if hint else "")
         kind = KmsUnavailable if code in _TRANSIENT else KmsError
-        raise kind(text, code=code) from exc
-    except NoCredentialsError as exc:
-        raise KmsError(
+        return kind(text, code=code)
+    if isinstance(exc, NoCredentialsError):
+        return KmsError(
             f"{subject} failed: no AWS credentials found (environment, shared config, web "
             "identity or instance role)"
-        ) from exc
-    except (
-        EndpointConnectionError,
-        ConnectTimeoutError,
-        ReadTimeoutError,
-        ConnectionClosedError,
-    ) as exc:
-        raise KmsUnavailable(
+        )
+    if isinstance(
+        exc,
+        EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError | ConnectionClosedError,
+    ):
+        return KmsUnavailable(
             f"{subject} failed: KMS did not answer ({type(exc).__name__}); check "
             "WARRANT_KMS_REGION/WARRANT_KMS_ENDPOINT and the network, then retry"
-        ) from exc
-    except BotoCoreError as exc:
-        raise KmsError(f"{subject} failed: {type(exc).__name__}") from exc
+        )
+    return KmsError(f"{subject} failed: {type(exc).__name__}")
 
 
 class KmsSigningApi(Protocol):

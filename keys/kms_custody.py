@@ -21,9 +21,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
-
+from keys.botocore_lazy import new_session
 from keys.custody import Custody, HeldKey, KmsHalf, PrivateHalf
 from keys.errors import KeysError
 from keys.kms import KMS_SPECS, KmsError, KmsSigner, kms_errors, kms_public_jwk
@@ -33,6 +31,7 @@ from keys.protocols import Signer
 if TYPE_CHECKING:
     from typing import Unpack
 
+    from aiobotocore.session import AioSession
     from types_aiobotocore_kms import KMSClient
     from types_aiobotocore_kms.type_defs import (
         GetPublicKeyRequestTypeDef,
@@ -81,7 +80,7 @@ class KmsConnection:
     ) -> None:
         self._region = region
         self._endpoint_url = endpoint_url  # WARRANT_KMS_ENDPOINT: moto in the tests
-        self._session = session if session is not None else AioSession()
+        self._session = session  # made at the first client: see keys.botocore_lazy
         self._stack = contextlib.AsyncExitStack()
         self._client: KMSClient | None = None
         self._lock = asyncio.Lock()
@@ -98,6 +97,10 @@ class KmsConnection:
             if self._closed:
                 raise KeysError("the KMS connection is closed")
             if self._client is None:
+                from aiobotocore.config import AioConfig  # noqa: PLC0415 - see keys.botocore_lazy
+
+                if self._session is None:
+                    self._session = new_session()
                 config = AioConfig(
                     connect_timeout=CONNECT_TIMEOUT.total_seconds(),
                     read_timeout=READ_TIMEOUT.total_seconds(),

@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from broker.model import AwsCredentials, CredentialRequest
 from broker.protocols import CredentialSource
 from broker.sts import StsClients, sts_credentials
 from broker.sts_errors import classify
+from keys.botocore_lazy import call_errors
 
 if TYPE_CHECKING:
     from types_aiobotocore_sts.type_defs import AssumeRoleRequestTypeDef
@@ -74,6 +73,6 @@ class AssumeRoleSource:
         async with self._sts.signed(integration.region, caller) as client:
             try:
                 response = await client.assume_role(**params)
-            except (ClientError, BotoCoreError) as exc:
+            except call_errors() as exc:
                 raise classify(exc, action=_ACTION, role_arn=role_arn) from exc
         return sts_credentials(response["Credentials"], response.get("AssumedRoleUser"))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from broker.model import AwsCredentials, CredentialRequest
 from broker.protocols import TokenProvider
 from broker.sts import StsClients, sts_credentials
 from broker.sts_errors import classify
+from keys.botocore_lazy import call_errors
 
 if TYPE_CHECKING:
     from types_aiobotocore_sts.type_defs import AssumeRoleWithWebIdentityRequestTypeDef
@@ -45,6 +44,6 @@ class WebIdentitySource:
         client = await self._sts.unsigned(integration.region)
         try:
             response = await client.assume_role_with_web_identity(**params)
-        except (ClientError, BotoCoreError) as exc:
+        except call_errors() as exc:
             raise classify(exc, action=_ACTION, role_arn=integration.role_arn) from exc
         return sts_credentials(response["Credentials"], response.get("AssumedRoleUser"))
