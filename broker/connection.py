@@ -14,7 +14,7 @@ from broker.errors import BrokerError
 from broker.model import AwsCredentials, CredentialRequest
 from broker.protocols import CredentialSource
 from broker.setup import Profile
-from keys.botocore_lazy import new_session
+from keys.botocore_lazy import load, new_session
 
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
@@ -223,10 +223,11 @@ class ConnectionTester:
         params: dict[str, Any],
     ) -> dict[str, Any]:
         seconds = PROBE_TIMEOUT.total_seconds()
-        from botocore.config import Config  # noqa: PLC0415 - see keys.botocore_lazy
-
         if self._session is None:
+            await load()
             self._session = new_session()
+        from botocore.config import Config  # noqa: PLC0415 - loaded: see keys.botocore_lazy
+
         config = Config(
             connect_timeout=seconds, read_timeout=seconds, retries={"total_max_attempts": 1}
         )

@@ -6,6 +6,7 @@ Nothing happens at import time. `WarrantRuntime.open(...)` connects and loads ev
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +40,7 @@ from issuer.openapi import openapi_route
 from issuer.runtime import IssuerRuntime, utc_now
 from issuer.server import Listener, Service
 from issuer.settings import Settings
+from keys.botocore_lazy import load as load_aws_sdk
 
 # IMDS answers in microseconds on a healthy instance; a slow IMDS is a broken one.
 IMDS_TIMEOUT = httpx.Timeout(1.0)
@@ -167,6 +169,10 @@ class WarrantRuntime:
         return [] if self.grpc_server is None else [self.grpc_server]
 
     async def run_background(self) -> None:
+        # The AWS SDK, deferred from start-up, is imported now on a worker thread (the loop
+        # keeps serving), then frozen out of the collector's reach with the rest of the heap.
+        await load_aws_sdk()
+        gc.freeze()
         await self.issuer.run_background()
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from broker.model import AwsCredentials
-from keys.botocore_lazy import new_session
+from keys.botocore_lazy import load, new_session
 
 if TYPE_CHECKING:
     from aiobotocore.config import AioConfig
@@ -86,13 +86,13 @@ class StsClients:
             self._check_open()
             client = self._unsigned.get(region)
             if client is None:
-                config = _config(unsigned=True)
+                session = await self._aio_session()
                 client = await self._stack.enter_async_context(
-                    self._aio_session().create_client(
+                    session.create_client(
                         "sts",
                         region_name=region,
                         endpoint_url=self.endpoint(region),
-                        config=config,
+                        config=_config(unsigned=True),
                     )
                 )
                 self._unsigned[region] = client
@@ -134,7 +134,7 @@ class StsClients:
             if pooled is None:
                 stack = contextlib.AsyncExitStack()
                 client = await stack.enter_async_context(
-                    self._aio_session().create_client(
+                    (await self._aio_session()).create_client(  # session first: it loads the SDK
                         "sts",
                         region_name=region,
                         endpoint_url=self.endpoint(region),
@@ -157,8 +157,9 @@ class StsClients:
             await old.stack.aclose()
         return pooled
 
-    def _aio_session(self) -> AioSession:
+    async def _aio_session(self) -> AioSession:
         if self._session is None:
+            await load()
             self._session = new_session()
         return self._session
 

@@ -23,7 +23,7 @@ from issuer.documents import StaticDocument
 from issuer.errors import IssuerError
 from issuer.keyring import KeyRing
 from issuer.settings import PublishTarget
-from keys.botocore_lazy import call_errors, new_session
+from keys.botocore_lazy import call_errors, load, new_session
 from keys.protocols import KeyStore
 
 if TYPE_CHECKING:
@@ -271,6 +271,7 @@ class AutoPublisher:
 
     async def _publisher_now(self) -> S3Publisher:
         if self._publisher is None:
+            await load()  # off the loop: see keys.botocore_lazy
             client = await self._stack.enter_async_context(
                 open_s3_client(self._endpoint_url, self._session)
             )

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from keys.botocore_lazy import new_session
+from keys.botocore_lazy import load, new_session
 from keys.custody import Custody, HeldKey, KmsHalf, PrivateHalf
 from keys.errors import KeysError
 from keys.kms import KMS_SPECS, KmsError, KmsSigner, kms_errors, kms_public_jwk
@@ -97,10 +97,11 @@ class KmsConnection:
             if self._closed:
                 raise KeysError("the KMS connection is closed")
             if self._client is None:
+                if self._session is None:
+                    await load()
+                    self._session = new_session()
                 from aiobotocore.config import AioConfig  # noqa: PLC0415 - see keys.botocore_lazy
 
-                if self._session is None:
-                    self._session = new_session()
                 config = AioConfig(
                     connect_timeout=CONNECT_TIMEOUT.total_seconds(),
                     read_timeout=READ_TIMEOUT.total_seconds(),
