@@ -162,8 +162,7 @@ def classify(
     exc: Exception, *, action: str, role_arn: str
 ) -> CredentialsUnavailable | CredentialsRejected:
     """Turn an exception raised by an STS call into the broker's error. Raise it `from exc`."""
-    # botocore is imported where it is first needed (an STS call has failed, so it is loaded
-    # already): importing it costs ~0.2 s of every start and every CLI command.
+    # An STS call has failed, so botocore is loaded already (see keys.botocore_lazy).
     from botocore import exceptions as boto  # noqa: PLC0415
 
     where = f"sts:{action} for {role_arn}"
