@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from issuer.db import create_engine
@@ -213,6 +213,10 @@ class TrialStore(Protocol):
         """What a kill left behind that the next write cleans up."""
         ...
 
+    def settle(self) -> None:
+        """Return once nothing the killed worker started can still change the store."""
+        ...
+
     def cli_env(self, data_dir: Path) -> dict[str, str]:
         """The environment for the real `warrant` CLI on this store."""
         ...
@@ -240,6 +244,9 @@ class FileTrialStore:
                 path.name in {"manifest.json", ".lock"} or path.suffix == ".pem" or is_temp(path)
             ), f"{context}: unexpected file {path.name}"
 
+    def settle(self) -> None:
+        pass  # the worker wrote the files itself: once it is dead, nothing changes them
+
     def leftovers(self, records: Sequence[KeyRecord]) -> set[str]:
         """Temp files and private keys of keys that are not pending or active."""
         keep = {f"{r.kid}.pem" for r in records if r.state in SIGNING_STATES}
@@ -255,6 +262,10 @@ class FileTrialStore:
 
 
 KEK = base64.b64encode(bytes(range(32))).decode()
+_OTHERS_ACTIVE = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND state = 'active'"
+)
 
 
 class DatabaseTrialStore:
@@ -315,6 +326,23 @@ class DatabaseTrialStore:
     def leftovers(self, records: Sequence[KeyRecord]) -> set[str]:
         del records
         return set()  # check() has proved there are none
+
+    def settle(self) -> None:
+        """PostgreSQL finishes a statement (a COMMIT included) that the client sent before it
+        died: wait until no other session on the database is still running one. (SQLite's
+        writes happen in the worker itself.)"""
+        if not self.url.startswith("postgresql"):
+            return
+
+        async def busy(engine: AsyncEngine, _: SqlKeyStore) -> int:
+            async with engine.connect() as conn:
+                result = await conn.execute(text(_OTHERS_ACTIVE))
+                return int(result.scalar_one())
+
+        deadline = time.monotonic() + REPORT_TIMEOUT
+        while self._run(busy):
+            assert time.monotonic() < deadline, "the killed worker's statement never finished"
+            time.sleep(0.005)
 
     def cli_env(self, data_dir: Path) -> dict[str, str]:
         return base_env(
@@ -500,6 +528,7 @@ def run_trials(
                 f"trial {trial}: the worker ended by itself ({report}): {workers.errors()}"
             )
             entries = read_journal(journal)
+            store.settle()
             try:
                 records = check_trial(store, records, entries, tally)
             except AssertionError as exc:
