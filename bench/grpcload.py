@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import gc
 import json
-import math
 import os
 import sys
 import time
@@ -40,7 +39,9 @@ from typing import Any
 
 import grpc
 
-__all__ = ["Plan", "main", "percentile", "run"]
+from bench.openloop import percentile
+
+__all__ = ["Plan", "main", "run"]
 
 GET_CREDENTIALS = "/warrant.v1.CredentialBroker/GetCredentials"
 TOKEN_ENV = "BENCH_GRPC_TOKEN"  # noqa: S105 - the name of a variable, not a secret
@@ -55,14 +56,6 @@ PROBE_TIMEOUT = timedelta(seconds=5)
 CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
 
 Method = grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
-
-
-def percentile(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of already sorted values; 0.0 when there are none."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 @dataclass(frozen=True, slots=True)

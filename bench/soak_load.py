@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import sys
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import Any
 import grpc
 import httpx
 
+from bench.openloop import percentile
 from bench.soak_verify import JwksCache, TokenRejected, verify_token
 from broker.rpc.v1 import credential_broker_pb2 as pb
 from broker.rpc.v1 import credential_broker_pb2_grpc as rpc
@@ -153,13 +153,6 @@ class Tally:
                 "counters": dict(self.counters),
                 "samples": list(self.samples),
             }
-
-
-def percentile(sorted_values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of sorted values; 0.0 when there are none."""
-    if not sorted_values:
-        return 0.0
-    return sorted_values[max(1, math.ceil(pct / 100 * len(sorted_values))) - 1]
 
 
 class Ops:
