@@ -14,7 +14,7 @@ from broker.errors import BrokerError
 from broker.model import AwsCredentials, CredentialRequest
 from broker.protocols import CredentialSource
 from broker.setup import Profile
-from keys.botocore_lazy import load, new_session
+from keys.botocore_lazy import session_for, warm
 
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
@@ -224,8 +224,8 @@ class ConnectionTester:
     ) -> dict[str, Any]:
         seconds = PROBE_TIMEOUT.total_seconds()
         if self._session is None:
-            await load()
-            self._session = new_session()
+            self._session = await session_for()
+        await warm(self._session, service)  # off the loop: EC2's model alone is megabytes
         from botocore.config import Config  # noqa: PLC0415 - loaded: see keys.botocore_lazy
 
         config = Config(

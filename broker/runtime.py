@@ -7,6 +7,7 @@ Nothing happens at import time. `WarrantRuntime.open(...)` connects and loads ev
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,10 +41,11 @@ from issuer.openapi import openapi_route
 from issuer.runtime import IssuerRuntime, utc_now
 from issuer.server import Listener, Service
 from issuer.settings import Settings
-from keys.botocore_lazy import load as load_aws_sdk
 
 # IMDS answers in microseconds on a healthy instance; a slow IMDS is a broken one.
 IMDS_TIMEOUT = httpx.Timeout(1.0)
+
+log = logging.getLogger(__name__)
 
 
 class MinterTokenProvider:
@@ -170,8 +172,12 @@ class WarrantRuntime:
 
     async def run_background(self) -> None:
         # The AWS SDK, deferred from start-up, is imported now on a worker thread (the loop
-        # keeps serving), then frozen out of the collector's reach with the rest of the heap.
-        await load_aws_sdk()
+        # keeps serving), with what STS clients read, so the first exchange finds it ready;
+        # then it is frozen out of the collector's reach with the rest of the heap.
+        try:
+            await self._sts.prepare()
+        except Exception as exc:  # a warm-up: the first exchange tries again and reports it
+            log.warning("could not prepare the AWS SDK for STS: %s", exc)
         gc.freeze()
         await self.issuer.run_background()
 

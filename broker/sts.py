@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from broker.model import AwsCredentials
-from keys.botocore_lazy import load, new_session
+from broker.sts_errors import setup_failed
+from keys.botocore_lazy import call_errors, session_for, warm
 
 if TYPE_CHECKING:
     from aiobotocore.config import AioConfig
@@ -63,7 +64,8 @@ class StsClients:
     ) -> None:
         if max_signed < 1:
             raise ValueError("max_signed must be at least 1")
-        self._session = session  # made at the first client: see keys.botocore_lazy
+        self._session = session  # made at the first client or by prepare()
+        self._warmed = False  # STS's data loaded into the session: see keys.botocore_lazy
         self._endpoint_url = endpoint_url  # WARRANT_STS_ENDPOINT: the local stand-in
         self._max_signed = max_signed
         self._stack = contextlib.AsyncExitStack()
@@ -87,14 +89,15 @@ class StsClients:
             client = self._unsigned.get(region)
             if client is None:
                 session = await self._aio_session()
-                client = await self._stack.enter_async_context(
-                    session.create_client(
-                        "sts",
-                        region_name=region,
-                        endpoint_url=self.endpoint(region),
-                        config=_config(unsigned=True),
+                with _setting_up():
+                    client = await self._stack.enter_async_context(
+                        session.create_client(
+                            "sts",
+                            region_name=region,
+                            endpoint_url=self.endpoint(region),
+                            config=_config(unsigned=True),
+                        )
                     )
-                )
                 self._unsigned[region] = client
             return client
 
@@ -132,18 +135,20 @@ class StsClients:
             self._check_open()
             pooled = self._signed.get(key)
             if pooled is None:
+                session = await self._aio_session()
                 stack = contextlib.AsyncExitStack()
-                client = await stack.enter_async_context(
-                    (await self._aio_session()).create_client(  # session first: it loads the SDK
-                        "sts",
-                        region_name=region,
-                        endpoint_url=self.endpoint(region),
-                        aws_access_key_id=credentials.access_key_id,
-                        aws_secret_access_key=credentials.secret_access_key,
-                        aws_session_token=credentials.session_token,
-                        config=_config(),
+                with _setting_up():
+                    client = await stack.enter_async_context(
+                        session.create_client(
+                            "sts",
+                            region_name=region,
+                            endpoint_url=self.endpoint(region),
+                            aws_access_key_id=credentials.access_key_id,
+                            aws_secret_access_key=credentials.secret_access_key,
+                            aws_session_token=credentials.session_token,
+                            config=_config(),
+                        )
                     )
-                )
                 pooled = _Pooled(client, stack)
                 self._signed[key] = pooled
                 while len(self._signed) > self._max_signed:
@@ -157,15 +162,35 @@ class StsClients:
             await old.stack.aclose()
         return pooled
 
+    async def prepare(self) -> None:
+        """Import the SDK and load what STS clients read, on a worker thread, so that the first
+        exchange neither waits for it nor stalls the loop (a server calls this once it serves)."""
+        async with self._lock:
+            self._check_open()
+            await self._aio_session()
+
     async def _aio_session(self) -> AioSession:
-        if self._session is None:
-            await load()
-            self._session = new_session()
+        """The session, with STS's data loaded into it (off the loop); under the lock."""
+        with _setting_up():
+            if self._session is None:
+                self._session = await session_for("sts")
+            elif not self._warmed:
+                await warm(self._session, "sts")
+        self._warmed = True
         return self._session
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("StsClients is closed")
+
+
+@contextlib.contextmanager
+def _setting_up() -> Iterator[None]:
+    """The SDK's own failures while making a session or client, as the broker's 503."""
+    try:
+        yield
+    except call_errors() as exc:
+        raise setup_failed(exc) from exc
 
 
 def _config(*, unsigned: bool = False) -> AioConfig:

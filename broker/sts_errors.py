@@ -17,7 +17,7 @@ from broker.errors import CredentialsRejected, CredentialsUnavailable
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
 
-__all__ = ["classify"]
+__all__ = ["classify", "setup_failed"]
 
 # STS throttles with token buckets shared by every caller of the account: come back after the
 # bucket has refilled, not in the same second as everyone else.
@@ -177,6 +177,18 @@ def classify(
     # Connect/read timeouts, refused or dropped connections, TLS failures: the network, not AWS.
     return CredentialsUnavailable(
         f"{where} failed: could not reach STS ({type(exc).__name__}: {_scrub(str(exc))})",
+        retry_after=_seconds(TRANSIENT_RETRY_AFTER),
+    )
+
+
+def setup_failed(exc: Exception) -> CredentialsUnavailable:
+    """The error for an SDK that could not make its session or client (an unparseable
+    AWS_CONFIG_FILE, an unknown AWS_PROFILE): no call was made. Fixing the server's AWS
+    configuration is enough; the next exchange reads it again."""
+    return CredentialsUnavailable(
+        f"the AWS SDK could not be set up to call STS ({type(exc).__name__}: "
+        f"{_scrub(str(exc))}); fix the server's AWS configuration (AWS_CONFIG_FILE, AWS_PROFILE "
+        "and the other AWS_* variables)",
         retry_after=_seconds(TRANSIENT_RETRY_AFTER),
     )
 

@@ -73,6 +73,23 @@ def translate(exc: Exception) -> IssuerError:
     return IssuerError("internal error")
 
 
+def _log_failure(request: Request, rid: str, exc: Exception, error: IssuerError) -> None:
+    if error.status == 503 and error is exc:
+        # Raised as a 503 on purpose (STS unreachable or throttled, the AWS SDK misconfigured):
+        # its message says what happened and is safe to show; a traceback per refused request
+        # during an outage would bury the log.
+        log.warning("request %s %s %s unavailable: %s", rid, request.method, request.url.path, exc)
+        return
+    log.error(
+        "request %s %s %s failed: %s",
+        rid,
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc_info=exc,
+    )
+
+
 async def handle_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -92,14 +109,7 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RotationRefused) and exc.safe_at is not None:
         extra["safe_at"] = iso(exc.safe_at)
     if error.status >= 500:
-        log.error(
-            "request %s %s %s failed: %s",
-            rid,
-            request.method,
-            request.url.path,
-            type(exc).__name__,
-            exc_info=exc,
-        )
+        _log_failure(request, rid, exc, error)
         message = error.message if error is exc else "internal error"
         if error.status == 503:
             # The broker's CredentialsUnavailable knows when its backoff ends (up to minutes);

@@ -23,7 +23,7 @@ from issuer.documents import StaticDocument
 from issuer.errors import IssuerError
 from issuer.keyring import KeyRing
 from issuer.settings import PublishTarget
-from keys.botocore_lazy import call_errors, load, new_session
+from keys.botocore_lazy import call_errors, new_session, session_for, warm
 from keys.protocols import KeyStore
 
 if TYPE_CHECKING:
@@ -271,7 +271,11 @@ class AutoPublisher:
 
     async def _publisher_now(self) -> S3Publisher:
         if self._publisher is None:
-            await load()  # off the loop: see keys.botocore_lazy
+            # The SDK and S3's data load off the loop: see keys.botocore_lazy.
+            if self._session is None:
+                self._session = await session_for("s3")
+            else:
+                await warm(self._session, "s3")
             client = await self._stack.enter_async_context(
                 open_s3_client(self._endpoint_url, self._session)
             )

@@ -4,9 +4,14 @@ Together they cost ~0.3 s of CPU to import: a quarter of `warrant serve`'s time 
 every CLI command's. Nothing needs them until Warrant first talks to AWS, so modules import them
 inside the functions that make or explain a call and catch with `except call_errors()` (an
 except clause's expression is evaluated only once an exception has been raised, by which time
-botocore is loaded). A server calls `load()` once it serves, and every async path that creates
-a session awaits it first: the import runs on a worker thread, so the loop keeps serving (an
+botocore is loaded). A server calls `load()` once it serves, and every async path makes its
+session with `session_for()`: the import runs on a worker thread, so the loop keeps serving (an
 import on the loop would stall every listener for its duration, signals included).
+
+A client's first creation in a session also reads botocore's JSON data (endpoints, partitions,
+the service's model and endpoint rules): ~50 ms for STS, far more for EC2. `session_for()` and
+`warm()` read it on a worker thread into the session's loader, which caches it, so creating the
+client then costs the loop a few milliseconds.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
 
-__all__ = ["call_errors", "load", "new_session"]
+__all__ = ["call_errors", "load", "new_session", "session_for", "warm"]
+
+# What every client's creation reads, whatever its service (botocore's data files).
+_SHARED_DATA = ("sdk-default-configuration", "partitions", "_retry")
+# What a client of one service reads.
+_SERVICE_DATA = ("service-2", "endpoint-rule-set-1")
 
 
 def call_errors() -> tuple[type[Exception], ...]:
@@ -28,6 +38,8 @@ def call_errors() -> tuple[type[Exception], ...]:
 
 
 def _import() -> None:
+    import aiobotocore.config  # noqa: PLC0415
+    import aiobotocore.session  # noqa: F401, PLC0415 - with aiohttp, which builds SSL contexts
     import botocore.config  # noqa: PLC0415
     import botocore.exceptions  # noqa: F401, PLC0415
 
@@ -38,8 +50,33 @@ async def load() -> None:
 
 
 def new_session() -> AioSession:
-    """A fresh aiobotocore session (credentials and region from the usual AWS chain). From async
-    code, `await load()` first."""
+    """A fresh aiobotocore session (credentials and region from the usual AWS chain), for
+    synchronous code such as the command line; async code uses `session_for()`."""
     from aiobotocore.session import AioSession  # noqa: PLC0415
 
     return AioSession()
+
+
+async def session_for(*services: str) -> AioSession:
+    """A fresh session, made on a worker thread with what clients of `services` read loaded."""
+    return await asyncio.to_thread(_warmed, None, services)
+
+
+async def warm(session: AioSession, *services: str) -> None:
+    """Load what clients of `services` read into `session`, on a worker thread (quick when it
+    is there already: the session's loader caches it)."""
+    await asyncio.to_thread(_warmed, session, services)
+
+
+def _warmed(session: AioSession | None, services: tuple[str, ...]) -> AioSession:
+    _import()
+    if session is None:
+        session = new_session()
+    loader = session.get_component("data_loader")
+    loader.load_data_with_path("endpoints")
+    for name in _SHARED_DATA:
+        loader.load_data(name)
+    for service in services:
+        for kind in _SERVICE_DATA:
+            loader.load_service_model(service, kind)
+    return session

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from keys.botocore_lazy import load, new_session
+from keys.botocore_lazy import session_for, warm
 from keys.custody import Custody, HeldKey, KmsHalf, PrivateHalf
 from keys.errors import KeysError
 from keys.kms import KMS_SPECS, KmsError, KmsSigner, kms_errors, kms_public_jwk
@@ -98,8 +98,9 @@ class KmsConnection:
                 raise KeysError("the KMS connection is closed")
             if self._client is None:
                 if self._session is None:
-                    await load()
-                    self._session = new_session()
+                    self._session = await session_for("kms")
+                else:
+                    await warm(self._session, "kms")
                 from aiobotocore.config import AioConfig  # noqa: PLC0415 - see keys.botocore_lazy
 
                 config = AioConfig(

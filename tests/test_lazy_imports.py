@@ -33,3 +33,69 @@ def test_the_first_aws_call_path_loads_it() -> None:
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert "aiobotocore.session" in result.stdout.split(",")
+
+
+# Every import of the SDK and every read of its data files that happens on the event loop's
+# thread while the broker makes its STS clients, as an audit hook sees them.
+LOOP_PROBE = """
+import asyncio, sys, threading
+from datetime import UTC, datetime
+from broker.model import AwsCredentials
+from broker.sts import StsClients
+
+LOOP = threading.get_ident()
+SDK = {"botocore", "aiobotocore", "aiohttp"}
+seen = []
+
+def hook(event, args):
+    if threading.get_ident() != LOOP:
+        return
+    if event == "import" and args[0].split(".")[0] in SDK:
+        seen.append("import " + args[0])
+    elif event == "open" and "botocore/data" in str(args[0]).replace("\\\\", "/"):
+        seen.append("open " + str(args[0]))
+
+async def main():
+    clients = StsClients(endpoint_url="http://127.0.0.1:9")
+    PREPARE
+    sys.addaudithook(hook)
+    await clients.unsigned("us-east-1")
+    await clients.unsigned("eu-west-1")
+    keys = AwsCredentials("ASIAPROBE", "secret", "token", datetime.now(UTC))
+    async with clients.signed("us-east-1", keys):
+        pass
+    await clients.close()
+
+asyncio.run(main())
+print("\\n".join(seen))
+"""
+
+
+def _on_the_loop(prepare: str) -> list[str]:
+    probe = LOOP_PROBE.replace("PREPARE", prepare)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def test_making_sts_clients_never_imports_or_reads_the_sdk_on_the_loop() -> None:
+    """The first exchange makes the session and its clients: the SDK's import (~0.3 s) and its
+    data (~50 ms for STS) load on a worker thread, never on the loop every listener shares."""
+    assert _on_the_loop("pass") == []
+
+
+def test_prepare_loads_the_sdk_before_the_first_client() -> None:
+    """What a server does once it serves: afterwards the first client only assembles."""
+    assert _on_the_loop("await clients.prepare()") == []
+
+
+def test_the_loop_probe_sees_an_import_and_a_data_read() -> None:
+    """The probe can fail: making a session on the loop is seen, import and data read alike."""
+    seen = _on_the_loop(
+        "from keys.botocore_lazy import new_session\n    clients._session = new_session()"
+        "\n    clients._warmed = True"
+    )
+    assert any(line.startswith("open") for line in seen)
+    seen = _on_the_loop("clients._session = None")  # unchanged: the lazy path itself
+    assert seen == []

@@ -274,3 +274,12 @@ def test_write_json_names_the_file_by_date_and_matches_the_verdicts(tmp_path: Pa
     assert data["keys"]["signing_kids_seen_by_verifier"] == 2
     assert data["tokens"]["minted"] == 40
     assert "ops" not in data["workers"]["vend"]
+
+
+def test_drift_just_under_the_ceiling_never_reads_as_the_ceiling() -> None:
+    """+9.96 % passes and reads +9.9 % (rounding to +10.0 % beside "< 10 %" read as a
+    contradiction); +10.04 % fails and reads +10.0 %."""
+    under = _result(warm_kib=100_000, end_kib=109_960)
+    assert _verdicts(render(under))["RSS drift"][1:] == ("+9.9 %", "PASS")
+    over = _result(warm_kib=100_000, end_kib=110_040)
+    assert _verdicts(render(over))["RSS drift"][1:] == ("+10.0 %", "FAIL")

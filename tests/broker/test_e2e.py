@@ -705,3 +705,21 @@ def test_json_and_cloudformation_setups_connect_accounts(world: World) -> None:
         ).json()
         assert report["status"] == "active", report
         assert integration["role_arn"].split("/")[-1] in report["assumed_role_arn"]
+
+
+def test_a_malformed_aws_config_file_is_a_clear_error_not_a_500(tmp_path: Path) -> None:
+    """The SDK reads AWS_CONFIG_FILE when the broker prepares it: a file it cannot parse leaves
+    the server serving, says so in the log, and makes each exchange a 503 that names the file,
+    never a 500 or a crash."""
+    config = tmp_path / "aws-config"
+    config.write_text("[default\nregion = us-east-1\n")
+    with open_world(tmp_path / "var", "acme-badconfig-reader", AWS_CONFIG_FILE=str(config)) as w:
+        response = w.agent("POST", "/v1/sandboxes", {"tenant": "acme", "integration": "prod"})
+        assert response.status_code == 503, response.text
+        assert str(config) in response.json()["message"]
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+        assert w.server.process.poll() is None
+        logs = w.server.logs()
+        assert "could not prepare the AWS SDK" in logs
+        assert "unavailable: the AWS SDK could not be set up to call STS (ConfigParseError" in logs
+        assert "Traceback" not in logs
