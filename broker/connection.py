@@ -4,6 +4,7 @@ capability of a profile with one cheap read-only call, concurrently, each with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -183,6 +184,11 @@ class ConnectionTester:
             )
         probes = PROBES[profile]
         say(f"probing {len(probes)} capabilities of the {profile.value} profile")
+        # The probed services' models load once, on one worker thread (EC2's alone is
+        # megabytes of JSON): the probes' clients then only assemble, on the loop. A failure
+        # here (the SDK's configuration) is met and reported by each probe.
+        with contextlib.suppress(Exception):
+            await warm(await self._aio_session(), *sorted({p.service for p in probes}))
         results = await asyncio.gather(
             *[self._probe(credentials, integration.region, probe) for probe in probes]
         )
@@ -223,15 +229,13 @@ class ConnectionTester:
         params: dict[str, Any],
     ) -> dict[str, Any]:
         seconds = PROBE_TIMEOUT.total_seconds()
-        if self._session is None:
-            self._session = await session_for()
-        await warm(self._session, service)  # off the loop: EC2's model alone is megabytes
+        session = await self._aio_session()
         from botocore.config import Config  # noqa: PLC0415 - loaded: see keys.botocore_lazy
 
         config = Config(
             connect_timeout=seconds, read_timeout=seconds, retries={"total_max_attempts": 1}
         )
-        async with self._session.create_client(  # type: ignore[call-overload]
+        async with session.create_client(  # type: ignore[call-overload]
             service,
             region_name=region,
             endpoint_url=self._endpoint_url,
@@ -243,6 +247,11 @@ class ConnectionTester:
             async with asyncio.timeout(seconds):
                 result: dict[str, Any] = await getattr(client, operation)(**params)
         return result
+
+    async def _aio_session(self) -> AioSession:
+        if self._session is None:
+            self._session = await session_for()  # off the loop: see keys.botocore_lazy
+        return self._session
 
 
 def _failed(capability: str, call: str, exc: Exception) -> CapabilityResult:
