@@ -271,14 +271,14 @@ class AutoPublisher:
 
     async def _publisher_now(self) -> S3Publisher:
         if self._publisher is None:
-            # The SDK and S3's data load off the loop: see keys.botocore_lazy.
-            if self._session is None:
-                self._session = await session_for("s3")
-            else:
-                await warm(self._session, "s3")
-            client = await self._stack.enter_async_context(
-                open_s3_client(self._endpoint_url, self._session)
-            )
+            try:
+                client = await self._open_client()
+            except call_errors() as exc:  # an unparseable AWS_CONFIG_FILE, say
+                raise PublishError(
+                    f"the AWS SDK could not be set up to call S3 ({type(exc).__name__}: {exc}); "
+                    "fix the server's AWS configuration (AWS_CONFIG_FILE, AWS_PROFILE and the "
+                    "other AWS_* variables)"
+                ) from exc
             self._publisher = S3Publisher(
                 client,
                 bucket=self._target.bucket,
@@ -286,3 +286,14 @@ class AutoPublisher:
                 issuer_url=self._issuer_url,
             )
         return self._publisher
+
+    async def _open_client(self) -> S3Client:
+        # The SDK and S3's data load off the loop: see keys.botocore_lazy.
+        if self._session is None:
+            self._session = await session_for("s3")
+        else:
+            await warm(self._session, "s3")
+        client: S3Client = await self._stack.enter_async_context(
+            open_s3_client(self._endpoint_url, self._session)
+        )
+        return client

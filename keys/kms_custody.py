@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from keys.botocore_lazy import session_for, warm
+from keys.botocore_lazy import call_errors, session_for, warm
 from keys.custody import Custody, HeldKey, KmsHalf, PrivateHalf
 from keys.errors import KeysError
 from keys.kms import KMS_SPECS, KmsError, KmsSigner, kms_errors, kms_public_jwk
@@ -97,26 +97,34 @@ class KmsConnection:
             if self._closed:
                 raise KeysError("the KMS connection is closed")
             if self._client is None:
-                if self._session is None:
-                    self._session = await session_for("kms")
-                else:
-                    await warm(self._session, "kms")
-                from aiobotocore.config import AioConfig  # noqa: PLC0415 - see keys.botocore_lazy
-
-                config = AioConfig(
-                    connect_timeout=CONNECT_TIMEOUT.total_seconds(),
-                    read_timeout=READ_TIMEOUT.total_seconds(),
-                    retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
-                )
-                self._client = await self._stack.enter_async_context(
-                    self._session.create_client(
-                        "kms",
-                        region_name=self._region,
-                        endpoint_url=self._endpoint_url,
-                        config=config,
-                    )
-                )
+                try:
+                    self._client = await self._open()
+                except call_errors() as exc:  # an unparseable AWS_CONFIG_FILE, say
+                    raise KmsError(
+                        f"the AWS SDK could not be set up to call KMS ({type(exc).__name__}: "
+                        f"{exc}); fix the server's AWS configuration (AWS_CONFIG_FILE, "
+                        "AWS_PROFILE and the other AWS_* variables)"
+                    ) from exc
             return self._client
+
+    async def _open(self) -> KMSClient:
+        if self._session is None:
+            self._session = await session_for("kms")
+        else:
+            await warm(self._session, "kms")
+        from aiobotocore.config import AioConfig  # noqa: PLC0415 - see keys.botocore_lazy
+
+        config = AioConfig(
+            connect_timeout=CONNECT_TIMEOUT.total_seconds(),
+            read_timeout=READ_TIMEOUT.total_seconds(),
+            retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        )
+        client: KMSClient = await self._stack.enter_async_context(
+            self._session.create_client(
+                "kms", region_name=self._region, endpoint_url=self._endpoint_url, config=config
+            )
+        )
+        return client
 
     async def sign(self, **kwargs: Unpack[SignRequestTypeDef]) -> SignResponseTypeDef:
         return await (await self.client()).sign(**kwargs)

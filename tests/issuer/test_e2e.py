@@ -183,3 +183,28 @@ def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         result = cli(env, "serve", check=False)
     assert result.returncode == 1
     assert "WARRANT_PUBLIC_ADDR" in result.stderr
+
+
+def test_an_unparseable_aws_config_stops_a_kms_startup_with_one_line(tmp_path: Path) -> None:
+    """With the KMS key store, `warrant serve` needs the AWS SDK at once: a malformed
+    AWS_CONFIG_FILE is one 'error:' line naming the file and what to fix, never a traceback."""
+    config = tmp_path / "aws-config"
+    config.write_text("[default\nregion = us-east-1\n")
+    env = base_env(
+        tmp_path / "var",
+        WARRANT_DEV="1",
+        WARRANT_ISSUER_URL="http://127.0.0.1:9",
+        WARRANT_KEY_STORE="kms",
+        WARRANT_KMS_REGION="us-east-1",
+        WARRANT_KMS_ENDPOINT="http://127.0.0.1:9",
+        AWS_CONFIG_FILE=str(config),
+    )
+    result = cli(env, "serve", check=False)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: the AWS SDK could not be set up to call KMS (ConfigParseError: Unable to parse "
+        f"config file: {config}); fix the server's AWS configuration (AWS_CONFIG_FILE, "
+        "AWS_PROFILE and the other AWS_* variables)"
+    ]
+    assert "Traceback" not in result.stderr

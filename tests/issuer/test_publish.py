@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -249,6 +250,36 @@ async def test_auto_publisher_publishes_changes_and_retries_failures(
         second = documents(ISSUER, b'{"keys":[{"kid":"two"}]}')
         assert await publisher.sync(*second)
         assert stored(moto_url, name, ".well-known/jwks.json")[0] == second[1].body
+    finally:
+        await publisher.close()
+
+
+async def test_an_unparseable_aws_config_is_a_logged_failure_then_retried(
+    moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The publisher makes its session when it first publishes: a malformed AWS_CONFIG_FILE is
+    a logged failure naming the file, retried later like any other (sync never raises), and
+    once the file is fixed the next try publishes."""
+    name = "warrant-config-" + uuid.uuid4().hex[:12]
+    s3_client(moto_url).create_bucket(Bucket=name)
+    config = tmp_path / "aws-config"
+    config.write_text("[default\nregion = us-east-1\n")
+    for variable, value in {**AWS_ENV, "AWS_CONFIG_FILE": str(config)}.items():
+        monkeypatch.setenv(variable, value)
+    clock = FakeClock()
+    publisher = AutoPublisher(
+        PublishTarget(name, None), issuer_url=ISSUER, endpoint_url=moto_url, clock=clock
+    )
+    try:
+        pair = documents(ISSUER, b'{"keys":[{"kid":"one"}]}')
+        with caplog.at_level(logging.ERROR, logger="issuer.publish"):
+            assert not await publisher.sync(*pair)
+        assert f"ConfigParseError: Unable to parse config file: {config}" in caplog.text
+        assert "fix the server's AWS configuration" in caplog.text
+        config.write_text("[default]\nregion = us-east-1\n")
+        clock.advance(RETRY_DELAY)
+        assert await publisher.sync(*pair)
+        assert stored(moto_url, name, ".well-known/jwks.json")[0] == pair[1].body
     finally:
         await publisher.close()
 
