@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from broker.errors import CredentialsRejected, CredentialsUnavailable
+from keys.botocore_lazy import setup_problem
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
@@ -182,14 +183,10 @@ def classify(
 
 
 def setup_failed(exc: Exception) -> CredentialsUnavailable:
-    """The error for an SDK that could not make its session or client (an unparseable
-    AWS_CONFIG_FILE, an unknown AWS_PROFILE): no call was made. Fixing the server's AWS
-    configuration is enough; the next exchange reads it again."""
+    """The error for an SDK that could not make its session or client: see
+    keys.botocore_lazy.setup_problem."""
     return CredentialsUnavailable(
-        f"the AWS SDK could not be set up to call STS ({type(exc).__name__}: "
-        f"{_scrub(str(exc))}); fix the server's AWS configuration (AWS_CONFIG_FILE, AWS_PROFILE "
-        "and the other AWS_* variables)",
-        retry_after=_seconds(TRANSIENT_RETRY_AFTER),
+        _scrub(setup_problem(exc, "STS")), retry_after=_seconds(TRANSIENT_RETRY_AFTER)
     )
 
 

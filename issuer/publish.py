@@ -23,7 +23,7 @@ from issuer.documents import StaticDocument
 from issuer.errors import IssuerError
 from issuer.keyring import KeyRing
 from issuer.settings import PublishTarget
-from keys.botocore_lazy import call_errors, new_session, session_for, warm
+from keys.botocore_lazy import call_errors, new_session, session_for, setup_problem, warm
 from keys.protocols import KeyStore
 
 if TYPE_CHECKING:
@@ -274,11 +274,7 @@ class AutoPublisher:
             try:
                 client = await self._open_client()
             except call_errors() as exc:  # an unparseable AWS_CONFIG_FILE, say
-                raise PublishError(
-                    f"the AWS SDK could not be set up to call S3 ({type(exc).__name__}: {exc}); "
-                    "fix the server's AWS configuration (AWS_CONFIG_FILE, AWS_PROFILE and the "
-                    "other AWS_* variables)"
-                ) from exc
+                raise PublishError(setup_problem(exc, "S3")) from exc
             self._publisher = S3Publisher(
                 client,
                 bucket=self._target.bucket,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
 
-__all__ = ["call_errors", "load", "new_session", "session_for", "warm"]
+__all__ = ["call_errors", "load", "new_session", "session_for", "setup_problem", "warm"]
 
 # What every client's creation reads, whatever its service (botocore's data files).
 _SHARED_DATA = ("sdk-default-configuration", "partitions", "_retry")
@@ -42,6 +42,17 @@ def _import() -> None:
     import aiobotocore.session  # noqa: F401, PLC0415 - with aiohttp, which builds SSL contexts
     import botocore.config  # noqa: PLC0415
     import botocore.exceptions  # noqa: F401, PLC0415
+
+
+def setup_problem(exc: Exception, service: str) -> str:
+    """What to say when the SDK could not make a session or client for `service` (an
+    unparseable AWS_CONFIG_FILE, an unknown AWS_PROFILE): no call was made, and fixing the
+    configuration is enough (it is read again next time). Each caller raises its own error."""
+    return (
+        f"the AWS SDK could not be set up to call {service} ({type(exc).__name__}: {exc}); fix "
+        "the server's AWS configuration (AWS_CONFIG_FILE, AWS_PROFILE and the other AWS_* "
+        "variables)"
+    )
 
 
 async def load() -> None:

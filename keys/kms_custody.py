@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from keys.botocore_lazy import call_errors, session_for, warm
+from keys.botocore_lazy import call_errors, session_for, setup_problem, warm
 from keys.custody import Custody, HeldKey, KmsHalf, PrivateHalf
 from keys.errors import KeysError
 from keys.kms import KMS_SPECS, KmsError, KmsSigner, kms_errors, kms_public_jwk
@@ -100,11 +100,7 @@ class KmsConnection:
                 try:
                     self._client = await self._open()
                 except call_errors() as exc:  # an unparseable AWS_CONFIG_FILE, say
-                    raise KmsError(
-                        f"the AWS SDK could not be set up to call KMS ({type(exc).__name__}: "
-                        f"{exc}); fix the server's AWS configuration (AWS_CONFIG_FILE, "
-                        "AWS_PROFILE and the other AWS_* variables)"
-                    ) from exc
+                    raise KmsError(setup_problem(exc, "KMS")) from exc
             return self._client
 
     async def _open(self) -> KMSClient:

@@ -412,6 +412,17 @@ def test_cli_publish_refuses_bad_input(
 
 
 @pytest.mark.slow
+def test_cli_publish_with_a_broken_aws_configuration(seeded: Path) -> None:
+    """An unparseable AWS_CONFIG_FILE or an unknown AWS_PROFILE: one error line naming it."""
+    config = seeded.parent / "aws-config"
+    config.write_text("[default\nregion = us-east-1\n")
+    result = run_publish(seeded, "--s3-bucket", "oidc-bucket", AWS_CONFIG_FILE=str(config))
+    assert_clean_error(result, "ConfigParseError", str(config), "AWS_CONFIG_FILE")
+    result = run_publish(seeded, "--s3-bucket", "oidc-bucket", AWS_PROFILE="no-such-profile")
+    assert_clean_error(result, "ProfileNotFound", "no-such-profile", "AWS_PROFILE")
+
+
+@pytest.mark.slow
 def test_cli_publish_with_an_unreachable_endpoint(seeded: Path) -> None:
     """Nothing listens at the endpoint: the error names it and the settings that choose it."""
     endpoint = f"http://127.0.0.1:{free_port()}"
