@@ -75,10 +75,10 @@ def translate(exc: Exception) -> IssuerError:
 
 def _log_failure(request: Request, rid: str, exc: Exception, error: IssuerError) -> None:
     if error.status == 503 and error is exc:
-        # Raised as a 503 on purpose (STS unreachable or throttled, the AWS SDK misconfigured):
-        # its message says what happened and is safe to show; a traceback per refused request
-        # during an outage would bury the log.
-        log.warning("request %s %s %s unavailable: %s", rid, request.method, request.url.path, exc)
+        # Raised as a 503 on purpose (STS unreachable or throttled, the audit log unwritable,
+        # the AWS SDK misconfigured): its message says what happened and is safe to show; a
+        # traceback per refused request during an outage would bury the log.
+        log.error("request %s %s %s unavailable: %s", rid, request.method, request.url.path, exc)
         return
     log.error(
         "request %s %s %s failed: %s",
