@@ -17,14 +17,14 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from issuer.apikeys import Role
 from issuer.auth import Authenticator
 from issuer.discovery import AUTHORIZE_PATH, DISCOVERY_PATH, JWKS_PATH
 from issuer.documents import StaticDocument
 from issuer.errors import IssuerError
-from issuer.fastpath import HotRoutes, JsonAnswer, JsonEndpoint, RawRequest
+from issuer.fastpath import HotRoutes, JsonAnswer, JsonEndpoint, RawEndpoint, RawRequest
 from issuer.http import (
     handle_error,
     iso,
@@ -49,13 +49,13 @@ _JSON_405 = json.dumps(
 ).encode()
 
 
-class DocumentEndpoint:
-    """Serves a pre-computed document as raw ASGI: GET, HEAD, If-None-Match -> 304."""
+class DocumentEndpoint(RawEndpoint):
+    """Serves a pre-computed document: GET, HEAD, If-None-Match -> 304, anything else 405."""
 
     def __init__(self, document: Callable[[], StaticDocument]) -> None:
         self._document = document
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(self, scope: Scope, send: Send) -> int:
         method = scope["method"]
         if method not in ("GET", "HEAD"):
             await send(
@@ -70,7 +70,7 @@ class DocumentEndpoint:
                 }
             )
             await send({"type": "http.response.body", "body": _JSON_405})
-            return
+            return 405
         document = self._document()
         if_none_match = None
         for name, value in scope["headers"]:
@@ -86,11 +86,12 @@ class DocumentEndpoint:
                 }
             )
             await send({"type": "http.response.body", "body": b""})
-            return
+            return 304
         await send({"type": "http.response.start", "status": 200, "headers": document.headers})
         await send(
             {"type": "http.response.body", "body": b"" if method == "HEAD" else document.body}
         )
+        return 200
 
 
 def _healthz(_: Request) -> Response:
@@ -119,18 +120,21 @@ def _error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Resp
     }
 
 
-def create_public_app(keyring: KeyRing, metrics: Metrics) -> Starlette:
+def create_public_app(keyring: KeyRing, metrics: Metrics) -> HotRoutes:
+    """Discovery and the JWKS are served directly (`HotRoutes`: no middleware or router, a
+    dictionary lookup on the path), counted as the middleware counts everything else."""
     routes: list[BaseRoute] = [
         Route(DISCOVERY_PATH, DocumentEndpoint(lambda: keyring.discovery)),
         Route(JWKS_PATH, DocumentEndpoint(lambda: keyring.jwks)),
         Route(AUTHORIZE_PATH, _authorize, methods=["GET", "POST"]),
         Route("/healthz", _healthz, methods=["GET", "HEAD"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers=_error_handlers(),
         middleware=[Middleware(metrics.middleware("public", timed=False))],
     )
+    return HotRoutes(app, metrics, "public", timed=False)
 
 
 def tenant_json(tenant: Tenant) -> dict[str, Any]:

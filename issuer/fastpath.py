@@ -1,5 +1,6 @@
-"""Raw-ASGI JSON endpoints for the hot paths (minting, vending), and `HotRoutes`, which serves
-them in front of their Starlette app.
+"""Raw-ASGI JSON endpoints for the hot paths (minting, vending), raw endpoints that answer by
+themselves (discovery and JWKS), and `HotRoutes`, which serves both in front of their Starlette
+app.
 
 The happy path builds no Request or Response objects: headers are read from the ASGI scope, the
 body from `receive`, and the answer is pre-encoded bytes. Errors are raised as usual and reach
@@ -102,6 +103,18 @@ async def _send_answer(send: Send, answer: JsonAnswer) -> None:
     await send({"type": "http.response.body", "body": answer.body})
 
 
+class RawEndpoint:
+    """An ASGI endpoint that answers by itself and says with which status; `HotRoutes` serves
+    it for every method of its path without Starlette's middleware and router."""
+
+    async def serve(self, scope: Scope, send: Send) -> int:
+        """Answer the request in `scope` (it has no body to read); the status sent."""
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.serve(scope, send)
+
+
 # The apps' exception handlers are all coroutines returning a Response (issuer.http).
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
@@ -113,11 +126,14 @@ class _Hot:
 
 
 class HotRoutes:
-    """An ASGI app serving `app`, with its JsonEndpoint routes dispatched directly.
+    """An ASGI app serving `app`, with its JsonEndpoint and RawEndpoint routes dispatched
+    directly.
 
     A JsonEndpoint route (a fixed path, no parameters) becomes hot for each of its methods but
     HEAD, provided `app`'s router would send that method and path to it (an earlier route that
-    takes them over keeps them). A hot request skips Starlette's middleware and router: it is
+    takes them over keeps them); a RawEndpoint route, for every method of its path, provided
+    `app`'s router would send a GET there to it. A hot request skips Starlette's middleware and
+    router: it is
     recorded here by the same RequestMeter the metrics middleware uses (timed unless `timed` is
     false), and an exception it raises is answered by `app`'s own exception handler for that
     class. Every other request goes to `app` unchanged.
@@ -127,10 +143,15 @@ class HotRoutes:
         self.app = app
         self._meter = metrics.meter(listener, timed=timed)
         self._hot: dict[tuple[str, str], _Hot] = {}
+        self._raw: dict[str, RawEndpoint] = {}
         for route in app.routes:
-            if not isinstance(route, Route) or not isinstance(route.endpoint, JsonEndpoint):
+            if not isinstance(route, Route) or route.param_convertors:
+                continue  # a template is not a path a request can name
+            if isinstance(route.endpoint, RawEndpoint):
+                if _first_match(app.routes, "GET", route.path) is route:
+                    self._raw[route.path] = route.endpoint
                 continue
-            if route.param_convertors:  # a template, not a path a request can name
+            if not isinstance(route.endpoint, JsonEndpoint):
                 continue
             for method in route.methods or ():
                 if method != "HEAD" and _first_match(app.routes, method, route.path) is route:
@@ -142,8 +163,8 @@ class HotRoutes:
 
     @property
     def hot(self) -> frozenset[tuple[str, str]]:
-        """(method, path) pairs served directly."""
-        return frozenset(self._hot)
+        """(method, path) pairs served directly; "*" for every method of a raw endpoint's."""
+        return frozenset(self._hot) | {("*", path) for path in self._raw}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -151,7 +172,26 @@ class HotRoutes:
             if hot is not None:
                 await self._serve(hot, scope, receive, send)
                 return
+            raw = self._raw.get(scope["path"])
+            if raw is not None:
+                await self._serve_raw(raw, scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    async def _serve_raw(
+        self, endpoint: RawEndpoint, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        start = time.perf_counter()
+        status = 500
+        try:
+            try:
+                status = await endpoint.serve(scope, send)
+            except Exception as exc:
+                response = await self._handler_for(exc)(Request(scope, receive), exc)
+                status = response.status_code
+                await response(scope, receive, send)
+        finally:
+            self._meter.record(scope["path"], scope["method"], status, start)
 
     async def _serve(self, hot: _Hot, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -188,4 +228,4 @@ def _first_match(routes: Sequence[BaseRoute], method: str, path: str) -> BaseRou
     return None
 
 
-__all__ = ["HotRoutes", "JsonAnswer", "JsonEndpoint", "RawRequest"]
+__all__ = ["HotRoutes", "JsonAnswer", "JsonEndpoint", "RawEndpoint", "RawRequest"]

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.applications import Starlette
 
 from issuer.apikeys import CachedApiKeyStore, Role, SqlApiKeyStore, ensure_bootstrap_keys
 from issuer.app import InternalApi, create_internal_app, create_public_app
@@ -82,7 +81,7 @@ class IssuerRuntime:
     key_manager: KeyManager
     keyring: KeyRing
     metrics: Metrics
-    public_app: Starlette
+    public_app: HotRoutes
     internal_app: HotRoutes  # the issuer's routes alone; the broker composes its own
     api_key_files: dict[Role, Path]
     api: InternalApi

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from issuer.app import _error_handlers
 from issuer.errors import BadRequest
-from issuer.fastpath import HotRoutes, JsonAnswer, JsonEndpoint, RawRequest
+from issuer.fastpath import HotRoutes, JsonAnswer, JsonEndpoint, RawEndpoint, RawRequest
 from issuer.metrics import Metrics
 
 
@@ -48,14 +48,30 @@ async def plain(_: Request) -> Response:
     return JSONResponse({"plain": True})
 
 
+class Fixed(RawEndpoint):
+    """Answers every method itself: 200 with fixed bytes to GET, 418 to anything else; raises
+    for DELETE (an error the app's handlers answer)."""
+
+    async def serve(self, scope: Scope, send: Send) -> int:
+        if scope["method"] == "DELETE":
+            raise BadRequest("DELETE is refused here; send GET")
+        status = 200 if scope["method"] == "GET" else 418
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"fixed"})
+        return status
+
+
 def build(seen: Seen, metrics: Metrics, *, taken_over: bool = False) -> HotRoutes:
     routes = [
         Route("/v1/echo", JsonEndpoint(echo), methods=["POST"]),
         Route("/v1/items/{item}", JsonEndpoint(echo), methods=["POST"]),
         Route("/v1/plain", plain, methods=["GET"]),
+        Route("/doc", Fixed()),
+        Route("/docs/{name}", Fixed()),
     ]
     if taken_over:
         routes.insert(0, Route("/v1/echo", plain, methods=["POST"]))
+        routes.insert(0, Route("/doc", plain, methods=["GET"]))
     app = Starlette(
         routes=routes,
         exception_handlers=_error_handlers(),
@@ -96,8 +112,8 @@ def timed(metrics: Metrics, path: str) -> float:
     return value or 0.0
 
 
-def test_only_fixed_path_json_endpoints_are_hot(seen: Seen, metrics: Metrics) -> None:
-    assert build(seen, metrics).hot == {("POST", "/v1/echo")}
+def test_only_fixed_path_json_and_raw_endpoints_are_hot(seen: Seen, metrics: Metrics) -> None:
+    assert build(seen, metrics).hot == {("POST", "/v1/echo"), ("*", "/doc")}
 
 
 def test_a_route_taken_over_by_an_earlier_one_is_not_hot(seen: Seen, metrics: Metrics) -> None:
@@ -150,3 +166,36 @@ async def test_everything_else_goes_through_the_app(
     assert seen.paths == ["/v1/plain", "/v1/echo", "/v1/items/7", "/v1/nowhere"]
     assert requests(metrics, "/v1/echo", "GET", 405) == 1
     assert requests(metrics, "/v1/items/{item}", "POST", 200) == 1
+
+
+async def test_a_raw_endpoint_answers_every_method_itself_and_is_counted(
+    client: httpx.AsyncClient, seen: Seen, metrics: Metrics
+) -> None:
+    """Discovery and JWKS are raw endpoints: served without the app for every method (their
+    own 405s included), counted by the status they report, timed when the listener is."""
+    response = await client.get("/doc")
+    assert (response.status_code, response.content) == (200, b"fixed")
+    assert (await client.post("/doc")).status_code == 418
+    assert seen.paths == []
+    assert requests(metrics, "/doc", "GET", 200) == 1
+    assert requests(metrics, "/doc", "POST", 418) == 1
+    assert timed(metrics, "/doc") == 2
+
+
+async def test_a_raw_endpoints_error_is_answered_by_the_apps_handler(
+    client: httpx.AsyncClient, metrics: Metrics
+) -> None:
+    response = await client.delete("/doc")
+    assert response.status_code == 400
+    assert response.json()["message"] == "DELETE is refused here; send GET"
+    assert requests(metrics, "/doc", "DELETE", 400) == 1
+
+
+async def test_a_raw_endpoint_behind_a_template_or_an_earlier_route_goes_through_the_app(
+    seen: Seen, metrics: Metrics
+) -> None:
+    transport = httpx.ASGITransport(app=build(seen, metrics, taken_over=True))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/doc")).json() == {"plain": True}
+        assert (await c.get("/docs/a")).content == b"fixed"
+    assert seen.paths == ["/doc", "/docs/a"]
