@@ -123,3 +123,29 @@ async def test_authorize_explains_there_is_no_interactive_login(public: httpx.As
 async def test_healthz(public: httpx.AsyncClient) -> None:
     """The public listener reports its own health."""
     assert (await public.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_documents_are_counted_by_route_method_and_status(
+    public: httpx.AsyncClient, internal: httpx.AsyncClient
+) -> None:
+    """Discovery and the JWKS are served without Starlette's middleware, yet every answer is
+    counted under its route as the middleware counts: 200, 304 and 405 alike; the public
+    listener's requests are not timed (pre-computed bytes)."""
+    first = await public.get(JWKS)
+    await public.get(JWKS, headers={"If-None-Match": first.headers["etag"]})
+    await public.post(JWKS)
+    await public.head(DISCOVERY)
+    await public.get("/healthz")  # through the app and its middleware, as before
+    text = (await internal.get("/metrics")).text
+    for method, route, status in (
+        ("GET", JWKS, 200),
+        ("GET", JWKS, 304),
+        ("POST", JWKS, 405),
+        ("HEAD", DISCOVERY, 200),
+        ("GET", "/healthz", 200),
+    ):
+        assert (
+            f'warrant_http_requests_total{{listener="public",method="{method}",'
+            f'route="{route}",status="{status}"}} 1.0'
+        ) in text
+    assert 'warrant_http_request_duration_seconds_count{listener="public"' not in text
