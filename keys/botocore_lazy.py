@@ -17,6 +17,7 @@ client then costs the loop a few milliseconds.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,7 +32,11 @@ _SERVICE_DATA = ("service-2", "endpoint-rule-set-1")
 
 
 def call_errors() -> tuple[type[Exception], ...]:
-    """What a botocore client call raises for AWS's answer or for the way to AWS."""
+    """What a botocore client call raises for AWS's answer or for the way to AWS; nothing while
+    botocore is not loaded (no exception can be one of its own then), so an `except` clause
+    that asks, for a cancellation say, never imports it on the event loop."""
+    if "botocore.exceptions" not in sys.modules:
+        return ()
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
     return (ClientError, BotoCoreError)

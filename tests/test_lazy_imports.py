@@ -99,3 +99,18 @@ def test_the_loop_probe_sees_an_import_and_a_data_read() -> None:
     assert any(line.startswith("open") for line in seen)
     seen = _on_the_loop("clients._session = None")  # unchanged: the lazy path itself
     assert seen == []
+
+
+def test_asking_which_errors_are_the_sdks_does_not_load_it() -> None:
+    """An `except call_errors()` clause is evaluated for any exception passing by, before any
+    AWS call too: it matches nothing then, and imports nothing."""
+    probe = PROBE.replace(
+        "loaded =",
+        "from keys.botocore_lazy import call_errors\n"
+        "try:\n    raise RuntimeError('x')\nexcept call_errors():\n    pass\n"
+        "except RuntimeError:\n    pass\nloaded =",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
