@@ -21,6 +21,7 @@ from broker.delivery.grpc_api import CredentialBrokerServicer
 from broker.delivery.grpc_server import GrpcServer
 from broker.delivery.http import BrokerApi, create_sandbox_app
 from broker.delivery.openapi import internal_document
+from broker.errors import CredentialsUnavailable
 from broker.imds import ImdsClient
 from broker.integrations import SqlIntegrationStore
 from broker.metrics import CacheCollector
@@ -176,8 +177,8 @@ class WarrantRuntime:
         # then it is frozen out of the collector's reach with the rest of the heap.
         try:
             await self._sts.prepare()
-        except Exception as exc:  # a warm-up: the first exchange tries again and reports it
-            log.warning("could not prepare the AWS SDK for STS: %s", exc)
+        except CredentialsUnavailable as exc:  # the SDK's configuration: the first exchange
+            log.warning("%s", exc)  # tries again and answers 503 with the same message
         gc.freeze()
         await self.issuer.run_background()
 

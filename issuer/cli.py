@@ -27,11 +27,10 @@ from issuer.doctor import run_checks
 from issuer.errors import ConfigError, IssuerError
 from issuer.http import iso
 from issuer.logs import configure_logging
-from issuer.publish import PublishError, S3Publisher, load_documents, open_s3_client
+from issuer.publish import S3Publisher, load_documents, open_s3_client
 from issuer.runtime import build_key_manager, utc_now
 from issuer.settings import Settings, normalize_prefix, validate_bucket
 from issuer.tenants import SqlTenantStore, audience_for
-from keys.botocore_lazy import call_errors, setup_problem
 from keys.cli import keys as keys_group
 from keys.errors import KeysError
 from keys.manager import KeyManager
@@ -126,14 +125,11 @@ async def keys_publish(obj: CliContext, s3_bucket: str | None, prefix: str | Non
         issuer_url=settings.issuer_url,
         max_age=int(settings.policy.jwks_max_age.total_seconds()),
     )
-    try:
-        async with open_s3_client(settings.aws_endpoint) as client:
-            publisher = S3Publisher(
-                client, bucket=bucket, prefix=key_prefix, issuer_url=settings.issuer_url
-            )
-            written = await publisher.publish(discovery, jwks)
-    except call_errors() as exc:  # making the client: publish() translates its own
-        raise PublishError(setup_problem(exc, "S3")) from exc
+    async with open_s3_client(settings.aws_endpoint) as client:
+        publisher = S3Publisher(
+            client, bucket=bucket, prefix=key_prefix, issuer_url=settings.issuer_url
+        )
+        written = await publisher.publish(discovery, jwks)
     for item in written:
         click.echo(f"published {item.uri} ({item.content_type}; {item.cache_control})")
     click.echo(

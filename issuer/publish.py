@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -27,7 +27,7 @@ from keys.botocore_lazy import call_errors, new_session, session_for, setup_prob
 from keys.protocols import KeyStore
 
 if TYPE_CHECKING:
-    from aiobotocore.session import AioSession, ClientCreatorContext
+    from aiobotocore.session import AioSession
     from types_aiobotocore_s3 import S3Client
 
 __all__ = [
@@ -101,12 +101,15 @@ def object_keys(discovery: bytes, issuer_url: str, prefix: str | None) -> tuple[
     return key(DISCOVERY_PATH), key(jwks_uri[len(issuer_url) :])
 
 
-def open_s3_client(
+@contextlib.asynccontextmanager
+async def open_s3_client(
     endpoint_url: str | None, session: AioSession | None = None
-) -> ClientCreatorContext[S3Client]:
+) -> AsyncIterator[S3Client]:
     """An S3 client with explicit timeouts. `endpoint_url` is WARRANT_AWS_ENDPOINT (the local
     stand-in or moto in tests); None leaves it to botocore, which also honours AWS_ENDPOINT_URL.
-    Credentials and region come from the usual AWS chain (env, profile, pod or instance role)."""
+    Credentials and region come from the usual AWS chain (env, profile, pod or instance role).
+    An SDK that cannot make the client (an unparseable AWS_CONFIG_FILE, say) is a PublishError
+    naming the problem; errors inside the `async with` pass unchanged."""
     from aiobotocore.config import AioConfig  # noqa: PLC0415 - see keys.botocore_lazy
 
     config = AioConfig(
@@ -114,7 +117,16 @@ def open_s3_client(
         read_timeout=READ_TIMEOUT.total_seconds(),
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
     )
-    return (session or new_session()).create_client("s3", endpoint_url=endpoint_url, config=config)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            client: S3Client = await stack.enter_async_context(
+                (session or new_session()).create_client(
+                    "s3", endpoint_url=endpoint_url, config=config
+                )
+            )
+        except call_errors() as exc:
+            raise PublishError(setup_problem(exc, "S3")) from exc
+        yield client
 
 
 class S3Publisher:
@@ -271,10 +283,7 @@ class AutoPublisher:
 
     async def _publisher_now(self) -> S3Publisher:
         if self._publisher is None:
-            try:
-                client = await self._open_client()
-            except call_errors() as exc:  # an unparseable AWS_CONFIG_FILE, say
-                raise PublishError(setup_problem(exc, "S3")) from exc
+            client = await self._open_client()
             self._publisher = S3Publisher(
                 client,
                 bucket=self._target.bucket,
@@ -285,10 +294,13 @@ class AutoPublisher:
 
     async def _open_client(self) -> S3Client:
         # The SDK and S3's data load off the loop: see keys.botocore_lazy.
-        if self._session is None:
-            self._session = await session_for("s3")
-        else:
-            await warm(self._session, "s3")
+        try:
+            if self._session is None:
+                self._session = await session_for("s3")
+            else:
+                await warm(self._session, "s3")
+        except call_errors() as exc:  # the configuration is read here first
+            raise PublishError(setup_problem(exc, "S3")) from exc
         client: S3Client = await self._stack.enter_async_context(
             open_s3_client(self._endpoint_url, self._session)
         )
