@@ -262,8 +262,9 @@ def cold(session: Session) -> list[Figure]:
                 "session name and duration, at the stand-in: it includes one HTTP round trip "
                 "the broker does not make, so the difference slightly understates. The cold "
                 "path also inserts the sandbox row and durably writes three audit records "
-                "(mint, exchange, sandbox.create; fsync, group commit) where the direct one "
-                "writes one (mint). The stand-in's JWKS cache is warmed by an exchange first"
+                "(mint, exchange, sandbox.create; fsync, group commit; the sandbox's while STS "
+                "answers) where the direct one writes one (mint). The stand-in's JWKS cache is "
+                "warmed by an exchange first"
             ),
         )
     ]

@@ -36,7 +36,7 @@ from broker.setup.policies import guarded_session_policy
 from broker.validation import session_policy as validate_session_policy
 from broker.validation import ttl_seconds as validate_ttl
 from issuer.audit import AuditEvent, AuditLog
-from issuer.errors import BadRequest, NotFound, Unauthenticated
+from issuer.errors import BadRequest, IssuerError, NotFound, Unauthenticated
 from issuer.http import iso
 from issuer.metrics import Metrics
 from issuer.singleflight import SingleFlight
@@ -90,6 +90,7 @@ class BrokerService:
         self._clock = clock
         self._settings = settings
         self._integration_flights: SingleFlight[str, Integration] = SingleFlight()
+        self._cleanups: set[asyncio.Task[None]] = set()  # held: running tasks are weak refs
         self._integration_cache: TTLCache[str, Integration] = TTLCache(
             maxsize=10_000, ttl=INTEGRATION_CACHE_TTL.total_seconds(), timer=self._timer
         )
@@ -298,18 +299,15 @@ class BrokerService:
         )
         if token is None:  # container delivery always has a token
             raise BrokerError("sandbox store returned no token for a container sandbox")
-        # The sandbox is revoked at once if it cannot get credentials, or if its creation
-        # cannot be audited: no sandbox lives without its record.
+        recorded = self._record_creation(sandbox, integration, request_id)
         try:
             if shared is not None:
                 await shared
             else:
                 await self._source.fetch(self._request(integration, policy, sandbox.id))
-            await self._audit.write(
-                self._sandbox_event("sandbox.create", sandbox, integration, request_id)
-            )
+            await recorded
         except BaseException as exc:
-            await self._sandboxes.revoke(sandbox.id)
+            await self._abandoned(sandbox, recorded, exc, request_id)
             if isinstance(exc, CredentialsRejected) and integration.method is Method.OIDC:
                 exc.details["diagnosis"] = self._diagnose(integration)
             raise
@@ -322,6 +320,65 @@ class BrokerService:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
         return SandboxGrant(sandbox=sandbox, env=env)
+
+    def _record_creation(
+        self, sandbox: Sandbox, integration: Integration, request_id: str | None
+    ) -> asyncio.Task[None]:
+        """Start the sandbox's `sandbox.create` record at once: it becomes durable while the
+        credentials are fetched (its sync overlaps the STS call instead of following it). The
+        caller awaits it before the sandbox's token or credentials leave, so no sandbox is handed
+        out without its record; one whose credentials cannot be had is then `_abandon`ed."""
+        task = asyncio.create_task(
+            self._audit.write(
+                self._sandbox_event("sandbox.create", sandbox, integration, request_id)
+            )
+        )
+        task.add_done_callback(_retrieve)
+        return task
+
+    async def _abandoned(
+        self,
+        sandbox: Sandbox,
+        recorded: asyncio.Task[None],
+        exc: BaseException,
+        request_id: str | None,
+    ) -> None:
+        """`_abandon`, finished even when the caller is cancelled again meanwhile (gRPC cancels a
+        call's handler when its deadline passes, after the deadline's own cancellation): a
+        half-made sandbox must never be left live, nor its record without its revocation."""
+        cleanup = asyncio.create_task(self._abandon(sandbox, recorded, exc, request_id))
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
+        await asyncio.shield(cleanup)
+
+    async def _abandon(
+        self,
+        sandbox: Sandbox,
+        recorded: asyncio.Task[None],
+        exc: BaseException,
+        request_id: str | None,
+    ) -> None:
+        """A sandbox that could not get its credentials, or whose creation could not be
+        recorded, is revoked at once: it never lives. When its `sandbox.create` record was
+        written, a `sandbox.delete` record (outcome error, with the reason) follows it, so the
+        log never shows a sandbox created and not ended. Raises nothing of its own: `exc` is
+        what the caller re-raises."""
+        await self._sandboxes.revoke(sandbox.id)
+        try:
+            await asyncio.shield(recorded)
+        except BaseException:  # the audit log is down (or we are being cancelled): no record
+            return
+        reason = exc.message if isinstance(exc, IssuerError) else _abandon_reason(exc)
+        try:
+            await self._audit.write(
+                replace(
+                    self._sandbox_event("sandbox.delete", sandbox, None, request_id),
+                    outcome="error",
+                    detail=f"revoked at creation: {reason}",
+                )
+            )
+        except Exception as audit_exc:  # the log failed between the two records
+            log.warning("sandbox %s: revocation not recorded: %s", sandbox.id, audit_exc)
 
     def _shared_fetch(self, integration: Integration) -> asyncio.Task[AwsCredentials]:
         task = asyncio.create_task(self._source.fetch(self._request(integration, None)))
@@ -343,14 +400,13 @@ class BrokerService:
             ttl=timedelta(seconds=ttl),
             session_policy=policy,
         )
+        recorded = self._record_creation(sandbox, integration, request_id)
         try:
             request = self._request(integration, sandbox.session_policy, sandbox.id)
             credentials = await self._fetch(request, sandbox, request_id)
-            await self._audit.write(
-                self._sandbox_event("sandbox.create", sandbox, integration, request_id)
-            )
-        except BaseException:
-            await self._sandboxes.revoke(sandbox.id)  # half-made: never live, as above
+            await recorded
+        except BaseException as exc:
+            await self._abandoned(sandbox, recorded, exc, request_id)  # never live, as above
             raise
         env = {
             "AWS_ACCESS_KEY_ID": credentials.access_key_id,
@@ -493,6 +549,19 @@ class BrokerService:
             expiration=sandbox.expires_at,
             request_id=request_id,
         )
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a background task's outcome as seen (its awaiter reports it), so an abandoned one
+    never logs "exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _abandon_reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "the request was cancelled"
+    return f"internal error ({type(exc).__name__})"
 
 
 def _vend_event(

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,53 @@ def test_misconfigured_oidc_integrations_are_explained(
     assert hint.lower() in body["message"].lower()
     assert body["diagnosis"]["token"]["sub"] == f"tenant:{slug}:{integration['id']}"
     assert body["diagnosis"]["token"]["aud"] == f"{slug}-oidc-service"
+    # The refused sandbox is recorded as created and at once as revoked, with STS's reason;
+    # it never lives.
+    mine = [r for r in audit_records(world) if r.get("integration") == integration["id"]]
+    assert [(r["event"], r["outcome"]) for r in mine if r["event"].startswith("sandbox.")] == [
+        ("sandbox.create", "ok"),
+        ("sandbox.delete", "error"),
+    ]
+    made, ended = (r for r in mine if r["event"].startswith("sandbox."))
+    assert ended["sandbox"] == made["sandbox"]
+    assert ended["detail"].startswith("revoked at creation: ")
+    assert sts_code in ended["detail"]
+    sandbox = world.agent("GET", f"/v1/sandboxes/{made['sandbox']}").json()
+    assert sandbox["status"] == "revoked"
+
+
+def audit_records(world: World) -> list[dict[str, Any]]:
+    audit = world.server.data_dir / "audit.jsonl"
+    return [json.loads(line) for line in audit.read_text().splitlines()]
+
+
+def test_a_sandbox_is_recorded_while_sts_answers(world: World) -> None:
+    """The sandbox.create record is made durable while the exchange is in flight, not after
+    it (its sync overlaps the STS call), and the sandbox's token is handed out only once it
+    is: the record is in the log before the response, and before the exchange's record."""
+    integration = world.integration("acme", "overlap", "acme-overlap")
+    world.oidc_role("acme-overlap", aud="acme-oidc-service", sub=f"tenant:acme:{integration['id']}")
+
+    def mine() -> list[str]:
+        records = audit_records(world)
+        return [r["event"] for r in records if r.get("integration") == integration["id"]]
+
+    world.standin_admin("POST", "/faults", {"mode": "slow", "delay": 1.5})
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(
+                world.agent, "POST", "/v1/sandboxes", {"tenant": "acme", "integration": "overlap"}
+            )
+            deadline = time.monotonic() + 1.0
+            while "sandbox.create" not in mine():
+                assert time.monotonic() < deadline, f"not recorded while STS answers: {mine()}"
+                time.sleep(0.02)
+            assert not answer.done()
+            response = answer.result(timeout=30)
+    finally:
+        world.standin_admin("POST", "/faults", {"mode": "none"})
+    assert response.status_code == 201, response.text
+    assert mine() == ["integration.add", "sandbox.create", "exchange"]
 
 
 def host_trust(external_id: str) -> dict[str, Any]:

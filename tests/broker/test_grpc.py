@@ -459,7 +459,8 @@ def test_sts_outage_is_unavailable_with_retry_info(
 
 def test_deadline_is_honoured(world: World, stub: pb_grpc.CredentialBrokerStub) -> None:
     """A call whose deadline passes while STS is slow ends DEADLINE_EXCEEDED, and the server
-    stops working on it: the half-made sandbox is never recorded as created."""
+    stops working on it: the half-made sandbox is revoked, and the log shows it created and
+    revoked at once, never left live."""
     slow = _fresh_integration(world, "slow")
     audit = world.server.data_dir / "audit.jsonl"
     world.standin_admin("POST", "/faults", {"mode": "slow", "delay": 2.0})
@@ -479,7 +480,14 @@ def test_deadline_is_honoured(world: World, stub: pb_grpc.CredentialBrokerStub) 
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     created = [r for r in records if r["event"] == "sandbox.create"]
     assert created, "other tests created sandboxes; the log should show them"
-    assert not [r for r in created if r["integration"] == slow["id"]]
+    mine = [r for r in records if r.get("integration") == slow["id"]]
+    (made,) = [r for r in mine if r["event"] == "sandbox.create"]
+    (ended,) = [r for r in mine if r["event"] == "sandbox.delete"]
+    assert mine.index(made) < mine.index(ended)
+    assert (ended["sandbox"], ended["outcome"]) == (made["sandbox"], "error")
+    assert ended["detail"] == "revoked at creation: the request was cancelled"
+    listed = world.agent("GET", f"/v1/sandboxes/{made['sandbox']}").json()
+    assert listed["status"] == "revoked"
     assert "Traceback" not in world.server.logs()
 
 

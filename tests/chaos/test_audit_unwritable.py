@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,41 @@ def test_unwritable_audit_log_fails_closed_then_recovers(world: ChaosWorld) -> N
         ("mint", r["detail"].rsplit("jti=", 1)[1]) for r in records if r["event"] == "mint"
     }
     assert [item for item in handed_out if item not in recorded] == []
+
+
+def test_a_sandbox_is_revoked_even_when_its_revocation_cannot_be_recorded(
+    world: ChaosWorld,
+) -> None:
+    """The sandbox's creation is recorded while STS answers. If the log breaks before the
+    exchange's answer arrives, the agent gets the clear 503 naming the log, the half-made
+    sandbox is revoked all the same, and the server's log says its revocation could not be
+    recorded (the audit log shows it created, and nothing after)."""
+    integration = world.oidc_integration("breaks-mid-way")
+    audit = world.server.data_dir / "audit.jsonl"
+
+    def created() -> list[str]:
+        return [
+            r["sandbox"]
+            for r in world.audit()
+            if r["event"] == "sandbox.create" and r.get("integration") == integration["id"]
+        ]
+
+    world.standin_admin("POST", "/faults", {"mode": "slow", "delay": 1.5})
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(create, world, "breaks-mid-way")
+            deadline = time.monotonic() + 1.0
+            while not created():
+                assert time.monotonic() < deadline, "the sandbox was not recorded while STS answers"
+                time.sleep(0.02)
+            with unwritable(audit):
+                response = answer.result(timeout=30)
+    finally:
+        world.fault("none")
+    assert_names_the_audit_log(response, audit)
+    (sandbox,) = created()
+    assert live_sandboxes(world, integration["id"]) == set()
+    assert [r["event"] for r in world.audit() if r.get("sandbox") == sandbox] == ["sandbox.create"]
+    assert (
+        f"sandbox {sandbox}: revocation not recorded: audit log unwritable" in world.server.logs()
+    )

@@ -127,5 +127,11 @@ def test_imds_faults_fail_sandbox_creation_clearly_then_recover(world: ChaosWorl
         errors = [r for r in mine if r["event"] == "exchange" and r["outcome"] == "error"]
         assert errors, f"{name}: the failed exchange is not in the audit log"
         assert all("IMDS at" in r["detail"] for r in errors)
-        creations = [r for r in mine if r["event"] == "sandbox.create"]
-        assert [r["sandbox"] for r in creations] == [grants[name]["sandbox_id"]], name
+        # Every refused attempt's sandbox was recorded as created and, in the same breath,
+        # as revoked with the reason; only the granted one lives.
+        created = [r["sandbox"] for r in mine if r["event"] == "sandbox.create"]
+        abandoned = [r for r in mine if r["event"] == "sandbox.delete"]
+        assert created[-1] == grants[name]["sandbox_id"], name
+        assert [r["sandbox"] for r in abandoned] == created[:-1], name
+        assert all(r["outcome"] == "error" for r in abandoned), name
+        assert all(r["detail"].startswith("revoked at creation: IMDS") for r in abandoned)
