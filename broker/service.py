@@ -361,8 +361,8 @@ class BrokerService:
         """A sandbox that could not get its credentials, or whose creation could not be
         recorded, is revoked at once: it never lives. When its `sandbox.create` record was
         written, a `sandbox.delete` record (outcome error, with the reason) follows it, so the
-        log never shows a sandbox created and not ended. Raises nothing of its own: `exc` is
-        what the caller re-raises."""
+        log never shows a sandbox created and not ended. `exc` is what the caller re-raises;
+        only the revocation itself may raise instead (the database is down)."""
         await self._sandboxes.revoke(sandbox.id)
         try:
             await asyncio.shield(recorded)
@@ -382,9 +382,7 @@ class BrokerService:
 
     def _shared_fetch(self, integration: Integration) -> asyncio.Task[AwsCredentials]:
         task = asyncio.create_task(self._source.fetch(self._request(integration, None)))
-        # Retrieved even when nobody awaits it (the row could not be written): never an
-        # "exception was never retrieved" warning.
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task.add_done_callback(_retrieve)  # nobody awaits it when the row cannot be written
         return task
 
     async def _create_env_sandbox(
@@ -551,9 +549,9 @@ class BrokerService:
         )
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """Mark a background task's outcome as seen (its awaiter reports it), so an abandoned one
-    never logs "exception was never retrieved"."""
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a background task's outcome as seen (its awaiter, if any, reports it), so one that
+    nobody awaits never logs "exception was never retrieved"."""
     if not task.cancelled():
         task.exception()
 
