@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -307,7 +307,7 @@ class BrokerService:
                 await self._source.fetch(self._request(integration, policy, sandbox.id))
             await recorded
         except BaseException as exc:
-            await self._abandoned(sandbox, recorded, exc, request_id)
+            await self._finished(self._abandon(sandbox, recorded, exc, request_id))
             if isinstance(exc, CredentialsRejected) and integration.method is Method.OIDC:
                 exc.details["diagnosis"] = self._diagnose(integration)
             raise
@@ -336,20 +336,14 @@ class BrokerService:
         task.add_done_callback(_retrieve)
         return task
 
-    async def _abandoned(
-        self,
-        sandbox: Sandbox,
-        recorded: asyncio.Task[None],
-        exc: BaseException,
-        request_id: str | None,
-    ) -> None:
-        """`_abandon`, finished even when the caller is cancelled again meanwhile (gRPC cancels a
-        call's handler when its deadline passes, after the deadline's own cancellation): a
-        half-made sandbox must never be left live, nor its record without its revocation."""
-        cleanup = asyncio.create_task(self._abandon(sandbox, recorded, exc, request_id))
-        self._cleanups.add(cleanup)
-        cleanup.add_done_callback(self._cleanups.discard)
-        await asyncio.shield(cleanup)
+    async def _finished(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` to its end even if the caller is cancelled meanwhile (gRPC cancels a call's
+        handler again when its deadline passes, after the deadline's own cancellation): the
+        clean-up of a half-made sandbox must never stop half-way."""
+        task = asyncio.create_task(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        await asyncio.shield(task)
 
     async def _abandon(
         self,
@@ -404,7 +398,9 @@ class BrokerService:
             credentials = await self._fetch(request, sandbox, request_id)
             await recorded
         except BaseException as exc:
-            await self._abandoned(sandbox, recorded, exc, request_id)  # never live, as above
+            await self._finished(
+                self._abandon(sandbox, recorded, exc, request_id)
+            )  # never live, as above
             raise
         env = {
             "AWS_ACCESS_KEY_ID": credentials.access_key_id,

@@ -435,7 +435,15 @@ def test_removing_an_integration_revokes_its_sandboxes(world: World) -> None:
 
 
 def test_metrics_count_exchanges_vends_and_cache(world: World) -> None:
-    """/metrics on the internal listener reports STS exchanges, vends and the session cache."""
+    """/metrics on the internal listener reports STS exchanges, vends and the session cache
+    (made here, so the test stands alone: an exchange, a refused one, a vend, a denied vend)."""
+    world.integration("acme", "metered", "acme-metered")
+    world.oidc_role("acme-metered", aud="acme-oidc-service", sub="tenant:acme:someone-else")
+    refused = world.agent("POST", "/v1/sandboxes", {"tenant": "acme", "integration": "metered"})
+    assert refused.status_code == 403, refused.text
+    grant = world.sandbox("acme", "prod")
+    assert world.vend(grant["env"]["AWS_CONTAINER_AUTHORIZATION_TOKEN"]).status_code == 200
+    assert world.vend("wst_" + "x" * 43).status_code == 401
     text = httpx.get(world.server.internal_url + "/metrics", timeout=10).text
     assert 'warrant_sts_exchanges_total{code="none",method="oidc",outcome="ok"}' in text
     assert 'warrant_sts_exchanges_total{code="AccessDenied",method="oidc",outcome="error"}' in text
