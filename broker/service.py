@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # The vend hot path must not query the database for the integration of every request; a removal
 # in this process invalidates at once, another process's removal is seen within this.
 INTEGRATION_CACHE_TTL = timedelta(seconds=2)
+# Sandbox creation's cache of integrations by name or id: correct whatever its age (see
+# BrokerService.create_sandbox); the TTL only bounds how long an entry is kept.
+KNOWN_INTEGRATION_TTL = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +94,19 @@ class BrokerService:
         self._settings = settings
         self._integration_flights: SingleFlight[str, Integration] = SingleFlight()
         self._cleanups: set[asyncio.Task[None]] = set()  # held: running tasks are weak refs
+        # What sandbox creation resolved (tenant, name or id) to. Integrations never change, and
+        # the sandbox's insert checks in its own transaction that the integration still exists
+        # and is the tenant's, so this cache can only be stale about removals: see create_sandbox.
+        self._lookups: SingleFlight[tuple[str, str], Integration] = SingleFlight()
+        self._known_integrations: TTLCache[tuple[str, str], Integration] = TTLCache(
+            maxsize=10_000, ttl=KNOWN_INTEGRATION_TTL.total_seconds(), timer=self._timer
+        )
         self._integration_cache: TTLCache[str, Integration] = TTLCache(
             maxsize=10_000, ttl=INTEGRATION_CACHE_TTL.total_seconds(), timer=self._timer
         )
+        self._lookups_known = metrics.integration_lookups.labels("known")
+        self._lookups_database = metrics.integration_lookups.labels("database")
+        self._lookups_stale = metrics.integration_lookups.labels("stale")
         self._vends_ok = metrics.vends.labels("ok")
         self._vends_error = metrics.vends.labels("error")
         self._vends_denied = metrics.vends.labels("denied")
@@ -111,6 +124,12 @@ class BrokerService:
         integration = await self._integrations.add(validate_slug(tenant), **fields)
         await self._audit.write(self._integration_event("integration.add", integration, request_id))
         return integration
+
+    def _forget_integration(self, integration_id: str) -> None:
+        """Drop every name or id this process knew the integration by."""
+        for key, known in list(self._known_integrations.items()):
+            if known.id == integration_id:
+                self._known_integrations.pop(key, None)
 
     async def list_integrations(self, tenant: str) -> list[Integration]:
         slug = validate_slug(tenant)
@@ -130,6 +149,7 @@ class BrokerService:
             self._auth.invalidate(sandbox_id)
         await self._integrations.remove(integration.tenant, integration.id)
         self._integration_cache.pop(integration.id, None)
+        self._forget_integration(integration.id)
         self._source.evict(integration_id=integration.id)
         await self._audit.write(
             self._integration_event(
@@ -267,7 +287,38 @@ class BrokerService:
         delivery: Delivery,
         request_id: str | None = None,
     ) -> SandboxGrant:
-        integration = await self._integrations.get(validate_slug(tenant), integration_ref)
+        slug = validate_slug(tenant)
+        key = (slug, integration_ref)
+        known = self._known_integrations.get(key)
+        if known is not None:
+            self._lookups_known.inc()
+            try:
+                return await self._create_sandbox(
+                    known, ttl_seconds, session_policy, delivery, request_id
+                )
+            except NotFound:
+                # Removed since we looked it up, perhaps its name given to a new integration,
+                # by another replica (this one forgets at once): the database says which.
+                self._lookups_stale.inc()
+                self._forget_integration(known.id)
+        self._lookups_database.inc()
+        # One query however many creations arrive together (a stampede of new sandboxes).
+        integration = await self._lookups.do(
+            key, lambda: self._integrations.get(slug, integration_ref)
+        )
+        self._known_integrations[key] = integration
+        return await self._create_sandbox(
+            integration, ttl_seconds, session_policy, delivery, request_id
+        )
+
+    async def _create_sandbox(
+        self,
+        integration: Integration,
+        ttl_seconds: int | None,
+        session_policy: str | None,
+        delivery: Delivery,
+        request_id: str | None,
+    ) -> SandboxGrant:
         policy = validate_session_policy(session_policy)
         guarded_session_policy(policy)  # fits with the read-only guard, or BadRequest
         if policy is not None and integration.session_policy is not None:

@@ -70,6 +70,13 @@ class Metrics:
             ("method", "outcome", "code"),
             registry=self.registry,
         )
+        self.integration_lookups = Counter(
+            "warrant_sandbox_integration_lookups",
+            "How sandbox creation found its integration: known (this process had it), database,"
+            " or stale (known, but removed meanwhile by another replica: looked up again)",
+            ("source",),
+            registry=self.registry,
+        )
         self.vends = Counter(
             "warrant_credential_vends",
             "Credential requests from sandboxes by outcome",

@@ -432,6 +432,15 @@ def test_removing_an_integration_revokes_its_sandboxes(world: World) -> None:
     assert "aws:TokenIssueTime" in removed.json()["note"]
     assert world.vend(token).status_code == 401
     assert _metric(world, "warrant_credential_cache_evictions_total") > evictions
+    # This process forgets the integration it created the sandbox on at once: the name is
+    # looked up again (not tried and found stale) and is gone.
+    lookups = 'warrant_sandbox_integration_lookups_total{source="%s"}'
+    database, stale = (_metric(world, lookups % source) for source in ("database", "stale"))
+    gone = world.agent("POST", "/v1/sandboxes", {"tenant": "acme", "integration": "temp"})
+    assert gone.status_code == 404, gone.text
+    assert "'temp'" in gone.json()["message"]
+    assert _metric(world, lookups % "database") == database + 1
+    assert _metric(world, lookups % "stale") == stale
 
 
 def test_metrics_count_exchanges_vends_and_cache(world: World) -> None:

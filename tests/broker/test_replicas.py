@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 ACCOUNT = "123456789012"
 ROLE = "replicas-reader"  # moto's IAM is shared by every test in this process: our own role
+MOVING = "replicas-moving"  # the role of an integration removed and re-added under its name
 SETUP_KEYS = {"aws_access_key_id": "AKIASETUP0000000TEST", "aws_secret_access_key": "setup"}
 RELOAD_SECONDS = 1  # WARRANT_KEY_RELOAD_INTERVAL for the replicas
 # README: a change to the key store is served by every replica within one reload interval
@@ -156,18 +158,84 @@ def test_three_replicas_share_everything(tmp_path: Path, postgres_url: str) -> N
             assert vend.status_code == 200, vend.text
             assert vend.json()["AccessKeyId"].startswith("ASIA")
 
+        _a_name_moved_by_another_replica(standin.endpoint_url, issuer, third, second, first)
         _rotation_reaches_every_replica(replicas, first, issuer)
         _sigkill_loses_nothing(replicas, token)
 
 
-def _trust(endpoint: str, issuer: str, integration: str) -> None:
-    """The customer's side at the stand-in: the OIDC provider and a role trusting the tenant."""
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", **SETUP_KEYS)
-    host = issuer.split("://", 1)[1]
-    iam.create_open_id_connect_provider(
-        Url=issuer, ClientIDList=["acme-oidc-service"], ThumbprintList=["0" * 40]
+def lookups(replica: RunningWarrant) -> dict[str, float]:
+    """The replica's warrant_sandbox_integration_lookups_total by source."""
+    text = httpx.get(replica.internal_url + "/metrics", timeout=10).text
+    found = re.findall(
+        r'^warrant_sandbox_integration_lookups_total\{source="(\w+)"\} (\S+)$', text, re.M
     )
-    trust = {
+    return {source: float(value) for source, value in found}
+
+
+def _a_name_moved_by_another_replica(
+    endpoint: str, issuer: str, maker: RunningWarrant, user: RunningWarrant, keys: RunningWarrant
+) -> None:
+    """A replica remembers the integrations its sandboxes were created on, by name. Another
+    replica removes one and adds a new one under the same name: the next sandbox is bound to
+    the new integration (the insert finds the old one gone and the name is looked up again),
+    and once the name is gone altogether, creation answers 404 naming it."""
+    admin, agent = bearer(keys, "admin"), bearer(keys)  # the bootstrap keys are on `keys`
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", **SETUP_KEYS)
+
+    def add() -> str:
+        body = {
+            "name": "moving",
+            "account_id": ACCOUNT,
+            "role_arn": f"arn:aws:iam::{ACCOUNT}:role/{MOVING}",
+        }
+        response = httpx.post(
+            maker.internal_url + "/v1/tenants/acme/integrations",
+            json=body,
+            headers=admin,
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        integration: str = response.json()["id"]
+        trust = _trust_policy(issuer, integration)
+        if not any(r["RoleName"] == MOVING for r in iam.list_roles()["Roles"]):
+            iam.create_role(RoleName=MOVING, AssumeRolePolicyDocument=json.dumps(trust))
+        else:
+            iam.update_assume_role_policy(RoleName=MOVING, PolicyDocument=json.dumps(trust))
+        return integration
+
+    def remove() -> None:
+        url = maker.internal_url + "/v1/tenants/acme/integrations/moving"
+        assert httpx.delete(url, headers=admin, timeout=10).status_code == 200
+
+    def create() -> httpx.Response:
+        body = {"tenant": "acme", "integration": "moving"}
+        return httpx.post(user.internal_url + "/v1/sandboxes", json=body, headers=agent, timeout=30)
+
+    add()
+    before = lookups(user)
+    for _ in range(2):
+        assert create().status_code == 201
+    after = lookups(user)
+    assert after["database"] - before.get("database", 0) == 1  # the second was known
+    assert after["known"] - before.get("known", 0) == 1
+
+    remove()
+    new = add()
+    grant = create()
+    assert grant.status_code == 201, grant.text
+    url = user.internal_url + "/v1/sandboxes/" + grant.json()["sandbox_id"]
+    assert httpx.get(url, headers=agent, timeout=10).json()["integration"] == new
+    assert lookups(user)["stale"] - after.get("stale", 0) == 1
+
+    remove()
+    gone = create()
+    assert gone.status_code == 404, gone.text
+    assert "'moving'" in gone.json()["message"]
+
+
+def _trust_policy(issuer: str, integration: str) -> dict[str, Any]:
+    host = issuer.split("://", 1)[1]
+    return {
         "Version": "2012-10-17",
         "Statement": [
             {
@@ -183,7 +251,17 @@ def _trust(endpoint: str, issuer: str, integration: str) -> None:
             }
         ],
     }
-    iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(trust))
+
+
+def _trust(endpoint: str, issuer: str, integration: str) -> None:
+    """The customer's side at the stand-in: the OIDC provider and a role trusting the tenant."""
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", **SETUP_KEYS)
+    iam.create_open_id_connect_provider(
+        Url=issuer, ClientIDList=["acme-oidc-service"], ThumbprintList=["0" * 40]
+    )
+    iam.create_role(
+        RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(_trust_policy(issuer, integration))
+    )
 
 
 def _rotation_reaches_every_replica(
