@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -296,8 +297,9 @@ class CachedSandboxAuth:
     Expiry stays exact: every hit re-checks `Sandbox.live` against the clock. `invalidate` drops a
     sandbox at once, so a revocation made in this process takes effect immediately; one made by
     another process (or replica) is seen here within `ttl`, the revocation delay; keep it short.
-    Failed authentications are never cached, so a new sandbox works at once. Time comes from the
-    injected clock.
+    Failed authentications are never cached, so a new sandbox works at once. Liveness is judged
+    by `clock`; entries age on `timer` (the monotonic clock by default: a step of the wall clock
+    can neither keep one alive nor expire it early).
     """
 
     def __init__(
@@ -306,13 +308,15 @@ class CachedSandboxAuth:
         ttl: timedelta,
         clock: Callable[[], datetime],
         maxsize: int = 100_000,
+        *,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inner = inner
         self._ttl = ttl
         self._clock = clock
         self._maxsize = maxsize
         self._cache: TTLCache[str, Sandbox] = TTLCache(
-            maxsize=maxsize, ttl=ttl.total_seconds(), timer=lambda: clock().timestamp()
+            maxsize=maxsize, ttl=ttl.total_seconds(), timer=timer
         )
         # sandbox id -> token hash, to find a sandbox's entry on invalidate. A superset of the
         # cache's live entries (the cache evicts silently); pruned as it grows, see _remember.

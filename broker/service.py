@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -99,10 +100,10 @@ class BrokerService:
         # and is the tenant's, so this cache can only be stale about removals: see create_sandbox.
         self._lookups: SingleFlight[tuple[str, str], Integration] = SingleFlight()
         self._known_integrations: TTLCache[tuple[str, str], Integration] = TTLCache(
-            maxsize=10_000, ttl=KNOWN_INTEGRATION_TTL.total_seconds(), timer=self._timer
+            maxsize=10_000, ttl=KNOWN_INTEGRATION_TTL.total_seconds(), timer=time.monotonic
         )
         self._integration_cache: TTLCache[str, Integration] = TTLCache(
-            maxsize=10_000, ttl=INTEGRATION_CACHE_TTL.total_seconds(), timer=self._timer
+            maxsize=10_000, ttl=INTEGRATION_CACHE_TTL.total_seconds(), timer=time.monotonic
         )
         self._lookups_known = metrics.integration_lookups.labels("known")
         self._lookups_database = metrics.integration_lookups.labels("database")
@@ -110,9 +111,6 @@ class BrokerService:
         self._vends_ok = metrics.vends.labels("ok")
         self._vends_error = metrics.vends.labels("error")
         self._vends_denied = metrics.vends.labels("denied")
-
-    def _timer(self) -> float:
-        return self._clock().timestamp()
 
     # -- integrations (admin) -------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import hmac
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -219,20 +220,23 @@ class CachedApiKeyStore:
 
     `revoke` through this store clears its cache at once. A key revoked by another process (or
     another replica) keeps working here for at most `ttl`: that is the revocation delay, so keep it
-    short (seconds). Failed authentications are never cached. Time comes from the injected clock.
+    short (seconds). Failed authentications are never cached. Entries age on `timer` (the
+    monotonic clock by default: a step of the wall clock can neither keep one alive nor expire it
+    early).
     """
 
     def __init__(
         self,
         inner: ApiKeyStore,
         ttl: timedelta,
-        clock: Callable[[], datetime],
+        *,
+        timer: Callable[[], float] = time.monotonic,
         maxsize: int = 1_024,
     ) -> None:
         self._inner = inner
         self._ttl = ttl
         self._cache: TTLCache[str, ApiKey] = TTLCache(
-            maxsize=maxsize, ttl=ttl.total_seconds(), timer=lambda: clock().timestamp()
+            maxsize=maxsize, ttl=ttl.total_seconds(), timer=timer
         )
         # Bumped on every revoke; an authentication in flight during one must not cache its result.
         self._generation = 0

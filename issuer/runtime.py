@@ -125,10 +125,8 @@ class IssuerRuntime:
 
         sql_keys = SqlApiKeyStore(engine, clock)
         api_key_files = await ensure_bootstrap_keys(sql_keys, settings.data_dir)
-        api_keys = CachedApiKeyStore(sql_keys, ttl=API_KEY_CACHE_TTL, clock=clock)
-        tenants = CachedTenantStore(
-            SqlTenantStore(engine, clock), ttl=settings.tenant_cache_ttl, clock=clock
-        )
+        api_keys = CachedApiKeyStore(sql_keys, ttl=API_KEY_CACHE_TTL)
+        tenants = CachedTenantStore(SqlTenantStore(engine, clock), ttl=settings.tenant_cache_ttl)
         minter = TokenMinter(
             issuer_url=settings.issuer_url,
             keyring=keyring,

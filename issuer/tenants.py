@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -160,20 +161,22 @@ class CachedTenantStore:
     Only found tenants are cached, each for `ttl`; an unknown slug always reaches the inner store,
     so a tenant just added elsewhere is visible at once. `add` and `remove` through this store drop
     its own entry, but a tenant removed by another process (or another replica) stays mintable here
-    for at most `ttl` (the issuer uses 5 s). Time comes from the injected clock.
+    for at most `ttl` (the issuer uses 5 s). Entries age on `timer` (the monotonic clock by
+    default: a step of the wall clock can neither keep one alive nor expire it early).
     """
 
     def __init__(
         self,
         inner: TenantStore,
         ttl: timedelta,
-        clock: Callable[[], datetime],
+        *,
+        timer: Callable[[], float] = time.monotonic,
         maxsize: int = 10_000,
     ) -> None:
         self._inner = inner
         self._ttl = ttl
         self._cache: TTLCache[str, Tenant] = TTLCache(
-            maxsize=maxsize, ttl=ttl.total_seconds(), timer=lambda: clock().timestamp()
+            maxsize=maxsize, ttl=ttl.total_seconds(), timer=timer
         )
         # Bumped on every invalidation; a `get` that started before one must not cache what it
         # read, or a tenant removed while the read was in flight would come back.

@@ -33,6 +33,10 @@ class FakeClock:
     def advance(self, delta: timedelta) -> None:
         self.now += delta
 
+    def seconds(self) -> float:
+        """This clock as a caches' `timer` (seconds), so moving it ages their entries."""
+        return self.now.timestamp()
+
 
 @pytest.fixture
 def clock() -> FakeClock:

@@ -309,7 +309,7 @@ def _conforms(engine: AsyncEngine, clock: Clock) -> builtins.list[SandboxAuth]:
     """Type-checked only: the SQL store is a SandboxStore, and both it and the cache are
     SandboxAuth."""
     sql: SandboxStore = SqlSandboxStore(engine, clock)
-    return [sql, CachedSandboxAuth(sql, CACHE_TTL, clock)]
+    return [sql, CachedSandboxAuth(sql, CACHE_TTL, clock, timer=clock.seconds)]
 
 
 def test_implementations_satisfy_the_protocols(engine: AsyncEngine, clock: Clock) -> None:
@@ -359,7 +359,7 @@ def inner() -> CountingAuth:
 @pytest.fixture
 def cached(inner: CountingAuth, clock: Clock) -> CachedSandboxAuth:
     """The cache under test, with a 5-second TTL on the fake clock."""
-    return CachedSandboxAuth(inner, CACHE_TTL, clock)
+    return CachedSandboxAuth(inner, CACHE_TTL, clock, timer=clock.seconds)
 
 
 async def test_cache_hits_do_not_reach_the_store(
@@ -388,9 +388,24 @@ async def test_cache_entries_live_for_the_ttl(
     assert inner.calls == 2
 
 
+async def test_a_wall_clock_step_back_does_not_keep_an_entry(
+    inner: CountingAuth, clock: Clock
+) -> None:
+    """Entries age on the monotonic clock by default: the wall clock stepping back an hour (a
+    bad NTP correction) does not keep a revoked-elsewhere sandbox authenticating past the TTL."""
+    cached = CachedSandboxAuth(inner, timedelta(milliseconds=200), clock)
+    inner.tokens[_token()] = _sandbox(clock)
+    await cached.authenticate(_token())
+    clock.advance(-timedelta(hours=1))
+    del inner.tokens[_token()]  # revoked elsewhere
+    await asyncio.sleep(0.25)
+    assert await cached.authenticate(_token()) is None
+    assert inner.calls == 2
+
+
 async def test_cached_sandbox_expires_exactly(inner: CountingAuth, clock: Clock) -> None:
     """A cached sandbox stops authenticating at its expires_at even while its entry is fresh."""
-    cached = CachedSandboxAuth(inner, timedelta(hours=1), clock)
+    cached = CachedSandboxAuth(inner, timedelta(hours=1), clock, timer=clock.seconds)
     inner.tokens[_token()] = _sandbox(clock, ttl=timedelta(seconds=30))
     await cached.authenticate(_token())
     clock.advance(timedelta(seconds=30) - timedelta(microseconds=1))
@@ -467,7 +482,7 @@ async def test_cache_keeps_no_plaintext_token(
 async def test_cache_bookkeeping_stays_bounded(inner: CountingAuth, clock: Clock) -> None:
     """Past its size the cache evicts, invalidation still finds every entry still held, and the
     bookkeeping stays bounded."""
-    cached = CachedSandboxAuth(inner, CACHE_TTL, clock, maxsize=4)
+    cached = CachedSandboxAuth(inner, CACHE_TTL, clock, maxsize=4, timer=clock.seconds)
     for number in range(1, 21):
         inner.tokens[_token(number)] = _sandbox(clock, number)
         await cached.authenticate(_token(number))
@@ -486,7 +501,7 @@ async def test_cache_over_the_sql_store(
 ) -> None:
     """In front of the SQL store a hit sends no SQL; revoke plus invalidate ends access at once,
     while a revocation the cache was not told of shows after the TTL."""
-    cached = CachedSandboxAuth(store, CACHE_TTL, clock)
+    cached = CachedSandboxAuth(store, CACHE_TTL, clock, timer=clock.seconds)
     first, first_token = await _create(store, integration)
     second, second_token = await _create(store, integration)
     assert first_token is not None

@@ -23,6 +23,8 @@ class Clock(Protocol):
 
     def advance(self, delta: timedelta) -> None: ...
 
+    def seconds(self) -> float: ...
+
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:

@@ -139,7 +139,7 @@ async def test_nothing_shows_the_key_or_hash_in_its_repr(
     """repr of a key record, its row, a store and a cache that has served the key never shows
     the secret or its hash."""
     key, plaintext = await store.create(Role.ADMIN)
-    cached = CachedApiKeyStore(store, ttl=TTL, clock=clock)
+    cached = CachedApiKeyStore(store, ttl=TTL, timer=clock.seconds)
     assert await cached.authenticate(plaintext) == key
     async with session_factory(engine)() as session:
         row = await session.get(ApiKeyRow, key.key_id)
@@ -234,7 +234,7 @@ class CountingApiKeyStore:
 def _conforms(engine: AsyncEngine, clock: Clock) -> list[ApiKeyStore]:
     """Type-checked only: mypy fails here if a store drifts from the ApiKeyStore protocol."""
     sql = SqlApiKeyStore(engine, clock)
-    return [sql, CachedApiKeyStore(sql, TTL, clock), CountingApiKeyStore(sql)]
+    return [sql, CachedApiKeyStore(sql, TTL, timer=clock.seconds), CountingApiKeyStore(sql)]
 
 
 @pytest.fixture
@@ -246,7 +246,7 @@ def counting(store: SqlApiKeyStore) -> CountingApiKeyStore:
 @pytest.fixture
 def cached(counting: CountingApiKeyStore, clock: Clock) -> CachedApiKeyStore:
     """A 2 s authentication cache on the fake clock in front of the counted SQL store."""
-    return CachedApiKeyStore(counting, ttl=TTL, clock=clock)
+    return CachedApiKeyStore(counting, ttl=TTL, timer=clock.seconds)
 
 
 async def test_cache_answers_repeat_authentications(

@@ -99,7 +99,7 @@ async def test_a_cancelled_waiter_does_not_cancel_the_others() -> None:
 async def test_tenant_cache_expiry_does_not_stampede(clock: FakeClock) -> None:
     """When a cached tenant expires, 32 concurrent lookups make one store query, not 32."""
     inner = SlowTenants(clock)
-    cache = CachedTenantStore(inner, ttl=timedelta(seconds=5), clock=clock)
+    cache = CachedTenantStore(inner, ttl=timedelta(seconds=5), timer=clock.seconds)
     inner.release.set()
     await cache.get("acme")
     clock.advance(timedelta(seconds=6))

@@ -261,13 +261,17 @@ def inner(clock: Clock) -> CountingTenantStore:
 @pytest.fixture
 def cached(inner: CountingTenantStore, clock: Clock) -> CachedTenantStore:
     """A cache with a 5 s TTL on the fake clock."""
-    return CachedTenantStore(inner, ttl=TTL, clock=clock)
+    return CachedTenantStore(inner, ttl=TTL, timer=clock.seconds)
 
 
 def _conforms(engine: AsyncEngine, clock: Clock) -> list[TenantStore]:
     """Type-checked only: mypy fails here if a store drifts from the TenantStore protocol."""
     inner = CountingTenantStore(clock)
-    return [SqlTenantStore(engine, clock), CachedTenantStore(inner, TTL, clock), inner]
+    return [
+        SqlTenantStore(engine, clock),
+        CachedTenantStore(inner, TTL, timer=clock.seconds),
+        inner,
+    ]
 
 
 async def test_cache_hits_do_not_reach_the_inner_store(
@@ -359,7 +363,7 @@ async def test_cache_checks_the_slug_and_passes_list_through(
 
 async def test_cache_over_sql_store(engine: AsyncEngine, clock: Clock) -> None:
     """The cache composes with the SQL store on both backends."""
-    cached = CachedTenantStore(SqlTenantStore(engine, clock), ttl=TTL, clock=clock)
+    cached = CachedTenantStore(SqlTenantStore(engine, clock), ttl=TTL, timer=clock.seconds)
     added = await cached.add("acme", "Acme")
     assert await cached.get("acme") == added
     assert await cached.list() == [added]
