@@ -15,7 +15,7 @@ from broker.errors import BrokerError
 from broker.model import AwsCredentials, CredentialRequest
 from broker.protocols import CredentialSource
 from broker.setup import Profile
-from keys.botocore_lazy import session_for, warm
+from keys.botocore_lazy import session_for
 
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
@@ -188,7 +188,8 @@ class ConnectionTester:
         # megabytes of JSON): the probes' clients then only assemble, on the loop. A failure
         # here (the SDK's configuration) is met and reported by each probe.
         with contextlib.suppress(Exception):
-            await warm(await self._aio_session(), *sorted({p.service for p in probes}))
+            services = sorted({p.service for p in probes})
+            self._session = await session_for(*services, reuse=self._session)
         results = await asyncio.gather(
             *[self._probe(credentials, integration.region, probe) for probe in probes]
         )

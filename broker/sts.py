@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from broker.model import AwsCredentials
 from broker.sts_errors import setup_failed
-from keys.botocore_lazy import call_errors, session_for, warm
+from keys.botocore_lazy import call_errors, session_for
 
 if TYPE_CHECKING:
     from aiobotocore.config import AioConfig
@@ -171,12 +171,10 @@ class StsClients:
 
     async def _aio_session(self) -> AioSession:
         """The session, with STS's data loaded into it (off the loop); under the lock."""
-        with _setting_up():
-            if self._session is None:
-                self._session = await session_for("sts")
-            elif not self._warmed:
-                await warm(self._session, "sts")
-        self._warmed = True
+        if self._session is None or not self._warmed:
+            with _setting_up():
+                self._session = await session_for("sts", reuse=self._session)
+            self._warmed = True
         return self._session
 
     def _check_open(self) -> None:

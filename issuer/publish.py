@@ -23,7 +23,7 @@ from issuer.documents import StaticDocument
 from issuer.errors import IssuerError
 from issuer.keyring import KeyRing
 from issuer.settings import PublishTarget
-from keys.botocore_lazy import call_errors, new_session, session_for, setup_problem, warm
+from keys.botocore_lazy import call_errors, new_session, session_for, setup_problem
 from keys.protocols import KeyStore
 
 if TYPE_CHECKING:
@@ -295,10 +295,7 @@ class AutoPublisher:
     async def _open_client(self) -> S3Client:
         # The SDK and S3's data load off the loop: see keys.botocore_lazy.
         try:
-            if self._session is None:
-                self._session = await session_for("s3")
-            else:
-                await warm(self._session, "s3")
+            self._session = await session_for("s3", reuse=self._session)
         except call_errors() as exc:  # the configuration is read here first
             raise PublishError(setup_problem(exc, "S3")) from exc
         client: S3Client = await self._stack.enter_async_context(

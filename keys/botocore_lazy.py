@@ -4,14 +4,14 @@ Together they cost ~0.3 s of CPU to import: a quarter of `warrant serve`'s time 
 every CLI command's. Nothing needs them until Warrant first talks to AWS, so modules import them
 inside the functions that make or explain a call and catch with `except call_errors()` (an
 except clause's expression is evaluated only once an exception has been raised, by which time
-botocore is loaded). A server calls `load()` once it serves, and every async path makes its
-session with `session_for()`: the import runs on a worker thread, so the loop keeps serving (an
+botocore is loaded). Every async path gets its session from `session_for()` (a server asks
+for STS's once it serves): the import runs on a worker thread, so the loop keeps serving (an
 import on the loop would stall every listener for its duration, signals included).
 
 A client's first creation in a session also reads botocore's JSON data (endpoints, partitions,
-the service's model and endpoint rules): ~50 ms for STS, far more for EC2. `session_for()` and
-`warm()` read it on a worker thread into the session's loader, which caches it, so creating the
-client then costs the loop a few milliseconds.
+the service's model and endpoint rules): ~50 ms for STS, far more for EC2. `session_for()` reads
+it on a worker thread into the session's loader, which caches it, so creating the client then
+costs the loop a few milliseconds.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from aiobotocore.session import AioSession
 
-__all__ = ["call_errors", "load", "new_session", "session_for", "setup_problem", "warm"]
+__all__ = ["call_errors", "new_session", "session_for", "setup_problem"]
 
 # What every client's creation reads, whatever its service (botocore's data files).
 _SHARED_DATA = ("sdk-default-configuration", "partitions", "_retry")
@@ -60,11 +60,6 @@ def setup_problem(exc: Exception, service: str) -> str:
     )
 
 
-async def load() -> None:
-    """Import the SDK on a worker thread (at once if it is already imported)."""
-    await asyncio.to_thread(_import)
-
-
 def new_session() -> AioSession:
     """A fresh aiobotocore session (credentials and region from the usual AWS chain), for
     synchronous code such as the command line; async code uses `session_for()`."""
@@ -73,15 +68,11 @@ def new_session() -> AioSession:
     return AioSession()
 
 
-async def session_for(*services: str) -> AioSession:
-    """A fresh session, made on a worker thread with what clients of `services` read loaded."""
-    return await asyncio.to_thread(_warmed, None, services)
-
-
-async def warm(session: AioSession, *services: str) -> None:
-    """Load what clients of `services` read into `session`, on a worker thread (quick when it
-    is there already: the session's loader caches it)."""
-    await asyncio.to_thread(_warmed, session, services)
+async def session_for(*services: str, reuse: AioSession | None = None) -> AioSession:
+    """`reuse`, or a fresh session made on a worker thread, with what clients of `services`
+    read loaded into it there (quick when it is loaded already: the session's loader caches
+    it). Raises the SDK's own errors for a configuration it cannot read."""
+    return await asyncio.to_thread(_warmed, reuse, services)
 
 
 def _warmed(session: AioSession | None, services: tuple[str, ...]) -> AioSession:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from keys.botocore_lazy import call_errors, session_for, setup_problem, warm
+from keys.botocore_lazy import call_errors, session_for, setup_problem
 from keys.custody import Custody, HeldKey, KmsHalf, PrivateHalf
 from keys.errors import KeysError
 from keys.kms import KMS_SPECS, KmsError, KmsSigner, kms_errors, kms_public_jwk
@@ -104,10 +104,7 @@ class KmsConnection:
             return self._client
 
     async def _open(self) -> KMSClient:
-        if self._session is None:
-            self._session = await session_for("kms")
-        else:
-            await warm(self._session, "kms")
+        self._session = await session_for("kms", reuse=self._session)
         from aiobotocore.config import AioConfig  # noqa: PLC0415 - see keys.botocore_lazy
 
         config = AioConfig(

@@ -338,7 +338,7 @@ def test_misconfigured_oidc_integrations_are_explained(
     assert body["diagnosis"]["token"]["aud"] == f"{slug}-oidc-service"
     # The refused sandbox is recorded as created and at once as revoked, with STS's reason;
     # it never lives.
-    mine = [r for r in audit_records(world) if r.get("integration") == integration["id"]]
+    mine = [r for r in world.audit() if r.get("integration") == integration["id"]]
     assert [(r["event"], r["outcome"]) for r in mine if r["event"].startswith("sandbox.")] == [
         ("sandbox.create", "ok"),
         ("sandbox.delete", "error"),
@@ -351,11 +351,6 @@ def test_misconfigured_oidc_integrations_are_explained(
     assert sandbox["status"] == "revoked"
 
 
-def audit_records(world: World) -> list[dict[str, Any]]:
-    audit = world.server.data_dir / "audit.jsonl"
-    return [json.loads(line) for line in audit.read_text().splitlines()]
-
-
 def test_a_sandbox_is_recorded_while_sts_answers(world: World) -> None:
     """The sandbox.create record is made durable while the exchange is in flight, not after
     it (its sync overlaps the STS call), and the sandbox's token is handed out only once it
@@ -364,7 +359,7 @@ def test_a_sandbox_is_recorded_while_sts_answers(world: World) -> None:
     world.oidc_role("acme-overlap", aud="acme-oidc-service", sub=f"tenant:acme:{integration['id']}")
 
     def mine() -> list[str]:
-        records = audit_records(world)
+        records = world.audit()
         return [r["event"] for r in records if r.get("integration") == integration["id"]]
 
     world.standin_admin("POST", "/faults", {"mode": "slow", "delay": 1.5})

@@ -128,6 +128,11 @@ class World:
             self.secrets.update({response.json()["SecretAccessKey"], response.json()["Token"]})
         return response
 
+    def audit(self) -> list[dict[str, Any]]:
+        """Every record of the server's audit log, in order."""
+        path = self.server.data_dir / "audit.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
     def run_admin_script(self, script: str, directory: Path) -> subprocess.CompletedProcess[str]:
         """Run a generated setup script as the customer's admin would: the AWS CLI, pointed at
         the stand-in, with setup credentials. Fails the test if the script fails."""

@@ -73,10 +73,6 @@ class ChaosWorld(World):
         response = self.standin_admin("POST", "/faults", {"mode": mode, "remaining": remaining})
         assert response.status_code == 200, response.text
 
-    def audit(self) -> list[dict[str, str]]:
-        path = self.server.data_dir / "audit.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
-
 
 def host_credentials() -> dict[str, str]:
     return {
